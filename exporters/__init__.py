@@ -1,0 +1,1 @@
+"""Animation exporters: BVH (native) and FBX / .blend / glTF through Blender."""

@@ -1,0 +1,1 @@
+"""SMPL body model: safe loading, forward kinematics, joint tables."""

