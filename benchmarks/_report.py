@@ -32,6 +32,10 @@ def write_section(name: str, markdown: str) -> None:
     begin, end = f"<!-- begin:{name} -->", f"<!-- end:{name} -->"
     block = f"{begin}\n{markdown.rstrip()}\n\n_Measured on: {machine()}_\n{end}"
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    text = (
+        pattern.sub(lambda _: block, text)
+        if pattern.search(text)
+        else text.rstrip() + "\n\n" + block + "\n"
+    )
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text(text)

@@ -1,2 +1,3 @@
 """mocap: video to 3D body animation."""
+
 __version__ = "0.1.0"

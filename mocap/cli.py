@@ -17,7 +17,10 @@ from mocap.errors import MocapError
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("mocap.pipeline.run_cmd", "turn one video (or image folder) into per-person motion"),
-    "batch": ("mocap.pipeline.batch_cmd", "convert many clips; skips finished ones, survives bad ones"),
+    "batch": (
+        "mocap.pipeline.batch_cmd",
+        "convert many clips; skips finished ones, survives bad ones",
+    ),
     "export": ("mocap.export_cmd", "re-export a saved motion.npz to BVH / FBX / .blend / glTF"),
     "weights": ("mocap.weights", "list, download and locate model weights and the SMPL file"),
     "init-checkpoint": ("mocap.model.init_cmd", "write a randomly initialised model checkpoint"),
@@ -60,5 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mocap: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("mocap: interrupted; finished files are kept, unfinished ones removed", file=sys.stderr)
+        print(
+            "mocap: interrupted; finished files are kept, unfinished ones removed", file=sys.stderr
+        )
         return 130

@@ -11,6 +11,7 @@ camera frame of the source video (x right, y down, z forward), metres, rotation 
     ``t{id}_<field>``            one array per :class:`Track` field below
 """
 
+import contextlib
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -98,8 +99,11 @@ class Motion:
                 np.savez(fh, **arrays)
             os.replace(tmp, path)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise MocapError(f"cannot write {path}: {exc.strerror}; choose a writable output folder") from exc
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise MocapError(
+                f"cannot write {path}: {exc.strerror}; choose a writable output folder"
+            ) from exc
         return path
 
     @classmethod
