@@ -1,0 +1,1 @@
+"""Training: SPIN-npz datasets, augmentation, losses, the HMR decoder loop, feature cache, DDP."""
