@@ -1,0 +1,347 @@
+"""Child-process side of :mod:`exporters.blender`: builds Blender scenes, writes and reads files.
+
+Run only as a script by ``exporters.blender`` (never imported by the pipeline)::
+
+    python exporters/_blender_child.py write JOB.json
+    python exporters/_blender_child.py read FILE OUT.npz MESH_SAMPLES
+
+Needs only numpy and bpy. See ``exporters/blender.py`` for the scene conventions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import bpy
+import numpy as np
+from bpy_extras import anim_utils
+
+YUP_TO_ZUP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+LEAF_MIN_LENGTH = 0.05  # metres
+
+
+def quat_from_matrix(m: np.ndarray) -> np.ndarray:
+    """Rotation matrices (...,3,3) -> unit quaternions (...,4) as (w, x, y, z), Shepperd's method."""
+    m = np.asarray(m, np.float64)
+    tr = np.trace(m, axis1=-2, axis2=-1)
+    diag = np.diagonal(m, axis1=-2, axis2=-1)
+    # 4 * q_i^2 for i = w, x, y, z; solve from the largest for numerical stability.
+    sq = np.stack([1 + tr, 1 + 2 * diag[..., 0] - tr, 1 + 2 * diag[..., 1] - tr, 1 + 2 * diag[..., 2] - tr], -1)
+    best = np.argmax(sq, axis=-1)
+    d = np.stack(
+        [
+            m[..., 2, 1] - m[..., 1, 2],
+            m[..., 0, 2] - m[..., 2, 0],
+            m[..., 1, 0] - m[..., 0, 1],
+            m[..., 0, 1] + m[..., 1, 0],
+            m[..., 0, 2] + m[..., 2, 0],
+            m[..., 1, 2] + m[..., 2, 1],
+        ],
+        -1,
+    )  # (zy-yz, xz-zx, yx-xy, xy+yx, xz+zx, yz+zy)
+    # Each row: quaternion * (4 * q_best) expressed through d and sq.
+    rows = [
+        np.stack([sq[..., 0], d[..., 0], d[..., 1], d[..., 2]], -1),
+        np.stack([d[..., 0], sq[..., 1], d[..., 3], d[..., 4]], -1),
+        np.stack([d[..., 1], d[..., 3], sq[..., 2], d[..., 5]], -1),
+        np.stack([d[..., 2], d[..., 4], d[..., 5], sq[..., 3]], -1),
+    ]
+    q = np.take_along_axis(np.stack(rows, -2), best[..., None, None], -2)[..., 0, :]
+    q /= np.linalg.norm(q, axis=-1, keepdims=True)
+    return q * np.where(q[..., :1] < 0, -1.0, 1.0)
+
+
+def sign_continuous(q: np.ndarray) -> np.ndarray:
+    """(T,...,4) quaternions with signs flipped so consecutive frames have a positive dot product."""
+    dots = np.sum(q[1:] * q[:-1], axis=-1)
+    flips = np.concatenate([np.zeros_like(dots[:1]), np.cumsum(dots < 0, axis=0)], 0)
+    return q * np.where(flips % 2 == 1, -1.0, 1.0)[..., None]
+
+
+def bone_tails(heads: np.ndarray, parents: list[int]) -> np.ndarray:
+    """(J,3) tail for each bone: its main child (the one continuing the chain), else extended."""
+    tails = np.zeros_like(heads)
+    for j, p in enumerate(parents):
+        kids = [k for k, q in enumerate(parents) if q == j]
+        if p >= 0 and np.linalg.norm(heads[j] - heads[p]) > 1e-6:
+            ref = heads[j] - heads[p]
+        elif kids:
+            ref = np.mean([heads[k] - heads[j] for k in kids], 0)
+        else:
+            ref = np.array([0.0, 0.0, 1.0])
+        ref = ref / max(float(np.linalg.norm(ref)), 1e-9)
+        long_kids = [k for k in kids if np.linalg.norm(heads[k] - heads[j]) > 1e-4]
+        if long_kids:
+            k = max(long_kids, key=lambda k: float(ref @ (heads[k] - heads[j])) / float(np.linalg.norm(heads[k] - heads[j])))
+            tails[j] = heads[k]
+        else:
+            parent_len = float(np.linalg.norm(heads[j] - heads[p])) if p >= 0 else 0.0
+            tails[j] = heads[j] + ref * max(0.5 * parent_len, LEAF_MIN_LENGTH)
+    return tails
+
+
+def new_scene(fps: float) -> bpy.types.Scene:
+    """Empty factory scene at ``fps`` (non-integer rates through fps_base)."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    rate = max(1, round(fps))
+    scene.render.fps = rate
+    scene.render.fps_base = rate / fps
+    return scene
+
+
+def build_armature(scene: bpy.types.Scene, meta: dict[str, Any], offsets: np.ndarray) -> bpy.types.Object:
+    """Armature object at the origin with one bone per joint at the rest pose (Z-up)."""
+    names, parents = meta["joint_names"], meta["parents"]
+    rest = np.zeros_like(offsets)
+    for j, p in enumerate(parents):
+        rest[j] = offsets[j] + (rest[p] if p >= 0 else 0.0)
+    heads = rest @ YUP_TO_ZUP.T
+    tails = bone_tails(heads, parents)
+    data = bpy.data.armatures.new(meta["name"])
+    obj = bpy.data.objects.new(meta["name"], data)
+    scene.collection.objects.link(obj)
+    bpy.context.view_layer.objects.active = obj
+    bpy.ops.object.mode_set(mode="EDIT")
+    bones = []
+    for j, name in enumerate(names):
+        eb = data.edit_bones.new(name)
+        eb.head, eb.tail = heads[j].tolist(), tails[j].tolist()
+        axis = (tails[j] - heads[j]) / np.linalg.norm(tails[j] - heads[j])
+        # Roll: the bone's Z axis toward the body's front (-Y), or up for bones pointing forward.
+        eb.align_roll((0.0, 0.0, 1.0) if abs(axis[1]) > 0.7 else (0.0, -1.0, 0.0))
+        eb.use_connect = False
+        eb.parent = bones[parents[j]] if parents[j] >= 0 else None
+        bones.append(eb)
+    bpy.ops.object.mode_set(mode="OBJECT")
+    for pb in obj.pose.bones:
+        pb.rotation_mode = "QUATERNION"
+    return obj
+
+
+def key_animation(
+    obj: bpy.types.Object, names: list[str], rot: np.ndarray, root: np.ndarray, first_frame: int
+) -> None:
+    """Key every frame: bone quaternions B^T R B (R in Z-up) and root location; linear keys.
+
+    Arguments:
+        names: (J,) joint names in the rig's order (Blender stores bones depth-first).
+        rot: (T,J,3,3) local rotations in the Y-up rig world. root: (T,3) joint-0 world positions.
+    """
+    bones = [obj.data.bones[name] for name in names]
+    rest = np.array([np.array(b.matrix_local.to_3x3()) for b in bones])  # (J,3,3)
+    head0 = np.array(bones[0].head_local)
+    rz = YUP_TO_ZUP @ rot @ YUP_TO_ZUP.T
+    quats = sign_continuous(quat_from_matrix(np.einsum("jba,tjbc,jcd->tjad", rest, rz, rest)))
+    loc = (root @ YUP_TO_ZUP.T - head0) @ rest[0]  # B0^T (p - h0), the root bone's local offset
+    frames = first_frame + np.arange(rot.shape[0], dtype=np.float64)
+    action = bpy.data.actions.new(f"{obj.name}_motion")
+    obj.animation_data_create()
+    obj.animation_data.action = action
+    slot = action.slots.new(id_type="OBJECT", name=obj.name)
+    obj.animation_data.action_slot = slot
+    bag = anim_utils.action_ensure_channelbag_for_slot(action, slot)
+    channels = [(f'pose.bones["{b.name}"].rotation_quaternion', b.name, quats[:, j]) for j, b in enumerate(bones)]
+    channels.append((f'pose.bones["{bones[0].name}"].location', bones[0].name, loc))
+    linear = [bpy.types.Keyframe.bl_rna.properties["interpolation"].enum_items["LINEAR"].value] * len(frames)
+    for path, group, values in channels:
+        for i in range(values.shape[1]):
+            fc = bag.fcurves.new(path, index=i, group_name=group)
+            fc.keyframe_points.add(len(frames))
+            fc.keyframe_points.foreach_set("co", np.stack([frames, values[:, i]], 1).ravel())
+            fc.keyframe_points.foreach_set("interpolation", linear)
+            fc.update()
+
+
+def add_mesh(
+    scene: bpy.types.Scene, arm: bpy.types.Object, names: list[str], verts: np.ndarray, faces: np.ndarray, weights: np.ndarray
+) -> None:
+    """Skinned mesh (rest vertices (V,3) Y-up, weights (V,J) by ``names``) bound to ``arm``."""
+    mesh = bpy.data.meshes.new(f"{arm.name}_body")
+    mesh.from_pydata((verts @ YUP_TO_ZUP.T).tolist(), [], faces.tolist())
+    mesh.shade_smooth()
+    obj = bpy.data.objects.new(f"{arm.name}_body", mesh)
+    scene.collection.objects.link(obj)
+    obj.parent = arm
+    for j, name in enumerate(names):
+        group = obj.vertex_groups.new(name=name)
+        for v in np.flatnonzero(weights[:, j] > 0):
+            group.add([int(v)], float(weights[v, j]), "REPLACE")
+    mod = obj.modifiers.new("Armature", "ARMATURE")
+    mod.object = arm
+    mod.use_vertex_groups = True
+
+
+def write_file(fmt: str, tmp: Path, final: Path) -> None:
+    """Write the current scene as ``fmt`` to ``tmp``, then rename it to ``final``."""
+    if fmt == "blend":
+        bpy.ops.wm.save_as_mainfile(filepath=str(tmp), check_existing=False, compress=True, copy=True)
+    elif fmt == "fbx":
+        bpy.ops.export_scene.fbx(
+            filepath=str(tmp), check_existing=False, object_types={"ARMATURE", "MESH"},
+            apply_unit_scale=True, apply_scale_options="FBX_SCALE_ALL", axis_forward="-Z", axis_up="Y",
+            use_mesh_modifiers=False, mesh_smooth_type="FACE", add_leaf_bones=False,
+            primary_bone_axis="Y", secondary_bone_axis="X", armature_nodetype="NULL",
+            bake_anim=True, bake_anim_use_all_bones=True, bake_anim_use_nla_strips=False,
+            bake_anim_use_all_actions=False, bake_anim_force_startend_keying=True,
+            bake_anim_step=1.0, bake_anim_simplify_factor=0.0, use_custom_props=False,
+        )  # fmt: skip
+    elif fmt in ("glb", "gltf"):
+        out = tmp / final.name if fmt == "gltf" else tmp
+        if fmt == "gltf":
+            tmp.mkdir()
+        bpy.ops.export_scene.gltf(
+            filepath=str(out), check_existing=False, export_format="GLB" if fmt == "glb" else "GLTF_SEPARATE",
+            export_yup=True, export_apply=False, export_animations=True, export_animation_mode="ACTIONS",
+            export_force_sampling=True, export_frame_step=1, export_optimize_animation_size=False,
+            export_skins=True, export_all_influences=True, export_def_bones=False, export_leaf_bone=False,
+            export_materials="NONE", export_texcoords=False,
+        )  # fmt: skip
+        if fmt == "gltf":  # the .gltf names its .bin, so both keep their final names
+            for part in sorted(tmp.iterdir(), key=lambda f: f.suffix == ".gltf"):
+                os.replace(part, final.with_name(part.name))
+            shutil.rmtree(tmp)
+            return
+    else:
+        raise ValueError(f"unknown format {fmt}")
+    os.replace(tmp, final)
+
+
+def run_job(job_file: str) -> int:
+    """Build each distinct scene once and write all its files; record results as they happen."""
+    job = json.loads(Path(job_file).read_text())
+    arrays = np.load(job["arrays"])
+    result: dict[str, Any] = {"errors": {}, "seconds": {}, "scene_seconds": 0.0}
+    groups: dict[tuple[int, ...], list[dict[str, Any]]] = {}
+    for out in job["outputs"]:
+        groups.setdefault(tuple(out["rigs"]), []).append(out)
+
+    def record(out: dict[str, Any], error: str | None) -> None:
+        result["errors"][out["path"]] = error
+        Path(job["result"]).write_text(json.dumps(result))
+
+    for rig_ids, outs in groups.items():
+        metas = [job["rigs"][i] for i in rig_ids]
+        try:
+            start = time.perf_counter()
+            scene = new_scene(metas[0]["fps"])
+            combined = len(rig_ids) > 1
+            first, last = [], []
+            for i, meta in zip(rig_ids, metas, strict=True):
+                arm = build_armature(scene, meta, arrays[f"{i}_offsets"])
+                f0 = meta["frame_start"] if combined else 0
+                key_animation(arm, meta["joint_names"], arrays[f"{i}_rot"], arrays[f"{i}_root"], f0)
+                first.append(f0)
+                last.append(f0 + arrays[f"{i}_rot"].shape[0] - 1)
+                if meta["mesh"]:
+                    add_mesh(scene, arm, meta["joint_names"], arrays[f"{i}_verts"], arrays[f"{i}_faces"], arrays[f"{i}_weights"])
+            scene.frame_start, scene.frame_end = min(first), max(last)
+            scene.frame_set(scene.frame_start)
+            result["scene_seconds"] += time.perf_counter() - start
+        except Exception as exc:  # the scene failed: every file of it fails, other scenes go on
+            for out in outs:
+                record(out, f"building the Blender scene for {Path(out['path']).name} failed: {exc!r}")
+            traceback.print_exc()
+            continue
+        for out in outs:
+            try:
+                start = time.perf_counter()
+                write_file(out["format"], Path(out["tmp"]), Path(out["path"]))
+                result["seconds"][out["path"]] = time.perf_counter() - start
+                record(out, None)
+            except Exception as exc:
+                record(out, f"writing {Path(out['path']).name} failed: {exc!r}")
+                traceback.print_exc()
+    return 0
+
+
+def keyed_frames(obj: bpy.types.Object) -> np.ndarray:
+    """(K,) sorted frames holding keys in the object's assigned action slot."""
+    ad = obj.animation_data
+    if ad is None or ad.action is None:
+        return np.array([float(bpy.context.scene.frame_current)])
+    bag = anim_utils.action_get_channelbag_for_slot(ad.action, ad.action_slot)
+    frames: set[float] = set()
+    for fc in bag.fcurves if bag is not None else []:
+        co = np.zeros(2 * len(fc.keyframe_points))
+        fc.keyframe_points.foreach_get("co", co)
+        frames.update(np.round(co[0::2], 4).tolist())
+    return np.array(sorted(frames))
+
+
+def go_to(frame: float) -> None:
+    whole = int(np.floor(frame))
+    bpy.context.scene.frame_set(whole, subframe=float(frame - whole))
+
+
+def world_vertices(obj: bpy.types.Object, evaluated: bool) -> np.ndarray:
+    """(V,3) vertex positions in world space, deformed by modifiers when ``evaluated``."""
+    src = obj.evaluated_get(bpy.context.evaluated_depsgraph_get()) if evaluated else obj
+    mesh = src.to_mesh()
+    co = np.zeros(3 * len(mesh.vertices))
+    mesh.vertices.foreach_get("co", co)
+    mat = np.array(src.matrix_world)
+    src.to_mesh_clear()
+    return co.reshape(-1, 3) @ mat[:3, :3].T + mat[:3, 3]
+
+
+def read_file(path: str, out: str, samples: int) -> int:
+    """Import ``path`` into a fresh Blender and dump armature joints and skinned vertices to npz."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    suffix = Path(path).suffix.lower()
+    if suffix == ".blend":
+        bpy.ops.wm.open_mainfile(filepath=path)
+    elif suffix == ".fbx":
+        bpy.ops.import_scene.fbx(filepath=path)
+    else:
+        bpy.ops.import_scene.gltf(filepath=path)
+    scene = bpy.context.scene
+    dump: dict[str, np.ndarray] = {}
+    meta: dict[str, Any] = {"fps": scene.render.fps / scene.render.fps_base, "armatures": [], "meshes": []}
+    meta.update(frame_start=scene.frame_start, frame_end=scene.frame_end)
+    arms = sorted((o for o in scene.objects if o.type == "ARMATURE"), key=lambda o: o.name)
+    for i, arm in enumerate(arms):
+        frames = keyed_frames(arm)
+        joints = np.zeros((len(frames), len(arm.pose.bones), 3))
+        mw = np.array(arm.matrix_world)
+        for k, f in enumerate(frames):
+            go_to(f)
+            heads = np.array([pb.head for pb in arm.pose.bones])
+            joints[k] = heads @ mw[:3, :3].T + mw[:3, 3]
+        meta["armatures"].append({"name": arm.name, "bones": [b.name for b in arm.pose.bones]})
+        dump[f"a{i}_frames"], dump[f"a{i}_joints"] = frames, joints
+        skinned = [o for o in scene.objects if o.type == "MESH" and o.find_armature() == arm]
+        for obj in sorted(skinned, key=lambda o: o.name):
+            m = len(meta["meshes"])
+            picks = frames[np.unique(np.linspace(0, len(frames) - 1, samples).round().astype(int))]
+            go_to(frames[0])
+            dump[f"m{m}_rest"] = world_vertices(obj, evaluated=False)
+            posed = []
+            for f in picks:
+                go_to(f)
+                posed.append(world_vertices(obj, evaluated=True))
+            dump[f"m{m}_frames"], dump[f"m{m}_posed"] = picks, np.stack(posed)
+            meta["meshes"].append(obj.name)
+    dump["meta"] = np.array(json.dumps(meta))
+    np.savez(out, **dump)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["write"] and len(argv) == 2:
+        return run_job(argv[1])
+    if argv[:1] == ["read"] and len(argv) == 4:
+        return read_file(argv[1], argv[2], int(argv[3]))
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,255 @@
+"""FBX, .blend and glTF/GLB through Blender (bpy), run in a child process.
+
+All ``bpy`` code of mocap lives in this module and its child-process script ``_blender_child.py``
+(run as ``python exporters/_blender_child.py ...``, never imported by the pipeline), so Blender's global state, its stdout chatter and its
+crashes never touch the pipeline. The parent side imports neither ``bpy`` nor torch.
+
+Public API (parent process)::
+
+    write_with_blender(scenes: Mapping[Path, Sequence[RigAnimation]], timeout=None)
+        -> dict[Path, str | None]
+
+``scenes`` maps each output file to the people placed in its scene; the suffix picks the format
+(``.fbx``, ``.blend``, ``.glb``, ``.gltf``, see ``BLENDER_FORMATS``). One person per file gives
+per-person export, all people in one file gives a combined scene; both can be mixed in one call and
+run in a single child (a scene is built once for all the formats that share it). The result maps
+every requested path to ``None`` (written) or a one-line error; a failing format or person never
+stops the others, and no half-written file is left behind (temporary name, then ``os.replace``).
+
+``read_with_blender(path) -> SceneDump`` re-imports a written file into a fresh Blender (for tests
+and users checking a file), and ``benchmark_blender_export(num_frames)`` times each format.
+
+Scene conventions: rigs are Y-up (``exporters.rig``); Blender is Z-up, so every point and rotation
+is conjugated by ``YUP_TO_ZUP`` (+90 degrees about X; the body faces Blender's -Y "front"). Each
+bone's head is its joint, its tail points at its (main) child, its roll aligns the bone's Z axis
+with the body's front or up. With bone rest orientation B (bone.matrix_local), a rig rotation R
+relative to the parent becomes the pose quaternion of B^T R B (exact: Blender's pose chain is
+R_arm_j = R_arm_parent (B_parent^T B_j) Q_j). The root bone also carries location keys (root
+motion). Every frame is keyed, quaternions are sign-continuous, interpolation is linear. Per-person
+files start at frame 1; in a combined scene person p starts at frame 1 + p.frame_start so people
+stay in sync with the video. Non-integer rates use ``fps``/``fps_base`` (29.97 = 30 / 1.001).
+
+With ``rig.mesh`` the SMPL mesh is skinned to the armature (vertex groups named after the bones
+carrying SMPL's blend weights, Armature modifier, parented): linear blend skinning, i.e. the SMPL
+mesh without pose-corrective blend shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from exporters.rig import RigAnimation
+
+BLENDER_FORMATS: dict[str, str] = {".fbx": "fbx", ".blend": "blend", ".glb": "glb", ".gltf": "gltf"}
+
+# Y-up rig world -> Blender's Z-up world: (x, y, z) -> (x, -z, y).
+YUP_TO_ZUP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+
+# The bpy side (scene building, writers, read-back) runs as a script in the child process.
+_CHILD = Path(__file__).resolve().with_name("_blender_child.py")
+
+
+@dataclass
+class ArmatureDump:
+    """One armature read back from a file; positions in Blender's Z-up world, metres."""
+
+    name: str
+    bone_names: tuple[str, ...]  # (J,)
+    frames: np.ndarray  # (K,) keyed frames, ascending (may be fractional after glTF import)
+    joint_positions: np.ndarray  # (K,J,3) bone heads in world space at those frames
+
+
+@dataclass
+class MeshDump:
+    """A skinned mesh read back from a file."""
+
+    name: str
+    rest_vertices: np.ndarray  # (V,3) world, unposed mesh data
+    frames: np.ndarray  # (S,) sampled frames
+    posed_vertices: np.ndarray  # (S,V,3) evaluated (deformed) vertices in world space
+
+
+@dataclass
+class SceneDump:
+    """What a fresh Blender sees after importing a file."""
+
+    fps: float  # render.fps / render.fps_base
+    frame_start: int
+    frame_end: int
+    armatures: list[ArmatureDump]
+    meshes: list[MeshDump]
+
+
+def _run_child(args: list[str], timeout: float) -> tuple[int | None, str]:
+    """Run this file as a child Python; returns (exit code or None on timeout, output tail)."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(_CHILD), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            errors="replace",
+        )
+    except subprocess.TimeoutExpired:
+        return None, ""
+    tail = (proc.stderr or proc.stdout or "").strip().splitlines()
+    return proc.returncode, tail[-1] if tail else ""
+
+
+def _job_timeout(scenes: Mapping[Path, Sequence[RigAnimation]]) -> float:
+    """Generous limit: Blender start-up plus ~20 ms per keyed frame and file (measured ~2 ms)."""
+    frames = sum(r.num_frames for rigs in scenes.values() for r in rigs)
+    return 120.0 + 0.02 * frames
+
+
+def _write_job(
+    scenes: Mapping[Path, Sequence[RigAnimation]], workdir: Path
+) -> tuple[Path, dict[Path, Path]]:
+    """Serialise rigs (one copy each) to npz and the outputs to JSON; returns (job, final->tmp)."""
+    from mocap.paths import atomic_path
+
+    rigs: list[RigAnimation] = []
+    outputs, temps = [], {}
+    for path, people in scenes.items():
+        indices = []
+        for rig in people:
+            if not any(rig is r for r in rigs):
+                rigs.append(rig)
+            indices.append(next(i for i, r in enumerate(rigs) if r is rig))
+        path = Path(path).resolve()
+        temps[path] = atomic_path(path)
+        fmt = BLENDER_FORMATS[path.suffix.lower()]
+        outputs.append({"path": str(path), "tmp": str(temps[path]), "format": fmt, "rigs": indices})
+    arrays: dict[str, np.ndarray] = {}
+    meta = []
+    for i, rig in enumerate(rigs):
+        arrays[f"{i}_offsets"] = np.asarray(rig.rest_offsets, np.float64)
+        arrays[f"{i}_root"] = np.asarray(rig.root_positions, np.float64)
+        arrays[f"{i}_rot"] = np.asarray(rig.local_rotations, np.float64)
+        if rig.mesh is not None:
+            arrays[f"{i}_verts"] = np.asarray(rig.mesh.rest_vertices, np.float64)
+            arrays[f"{i}_faces"] = np.asarray(rig.mesh.faces, np.int64)
+            arrays[f"{i}_weights"] = np.asarray(rig.mesh.weights, np.float64)
+        meta.append(
+            {
+                "name": rig.name,
+                "joint_names": list(rig.joint_names),
+                "parents": list(rig.parents),
+                "fps": float(rig.fps),
+                "frame_start": int(rig.frame_start),
+                "mesh": rig.mesh is not None,
+            }
+        )
+    np.savez(workdir / "rigs.npz", **arrays)
+    job = {"arrays": str(workdir / "rigs.npz"), "rigs": meta, "outputs": outputs}
+    job["result"] = str(workdir / "result.json")
+    (workdir / "job.json").write_text(json.dumps(job))
+    return workdir / "job.json", temps
+
+
+def _run_job(
+    scenes: Mapping[Path, Sequence[RigAnimation]], timeout: float | None
+) -> tuple[dict[Path, str | None], dict[str, Any]]:
+    """Write all files in one child; returns (path -> error or None, the child's result JSON)."""
+    for path, people in scenes.items():
+        if Path(path).suffix.lower() not in BLENDER_FORMATS:
+            raise ValueError(f"{path}: Blender writes {', '.join(BLENDER_FORMATS)} only")
+        if not people or len({round(r.fps, 6) for r in people}) != 1:
+            raise ValueError(f"{path}: a scene needs at least one rig, all at the same fps")
+    with tempfile.TemporaryDirectory(prefix="mocap-blender-") as tmp:
+        job, temps = _write_job(scenes, Path(tmp))
+        limit = _job_timeout(scenes) if timeout is None else timeout
+        code, tail = _run_child(["write", str(job)], limit)
+        result_file = Path(tmp) / "result.json"
+        result = json.loads(result_file.read_text()) if result_file.exists() else {}
+    errors: dict[Path, str | None] = {}
+    for final, partial in temps.items():
+        if str(final) in result.get("errors", {}):
+            errors[final] = result["errors"][str(final)]
+        elif code is None:
+            errors[final] = f"Blender timed out after {limit:.0f} s before writing {final.name}"
+        else:
+            errors[final] = f"Blender exited with code {code} before writing {final.name}: {tail}"
+        if partial.is_dir():  # .gltf + .bin are written to a temporary folder
+            shutil.rmtree(partial, ignore_errors=True)
+        partial.unlink(missing_ok=True)
+    return errors, result
+
+
+def write_with_blender(
+    scenes: Mapping[Path, Sequence[RigAnimation]], timeout: float | None = None
+) -> dict[Path, str | None]:
+    """Write FBX / .blend / GLB / glTF files through Blender in one child process.
+
+    Arguments:
+        scenes: output path -> the rigs placed in that file's scene (suffix picks the format).
+        timeout: seconds before the child is killed (default: generous, grows with frame count).
+    Returns:
+        path -> None when written, else a one-line error (crash, timeout, exporter exception).
+    """
+    errors, _ = _run_job({Path(p).resolve(): r for p, r in scenes.items()}, timeout)
+    return errors
+
+
+def read_with_blender(path: Path, mesh_samples: int = 3, timeout: float = 300.0) -> SceneDump:
+    """Import ``path`` into a fresh Blender and dump armatures (every keyed frame) and meshes.
+
+    Arguments:
+        path: an .fbx, .blend, .glb or .gltf file.
+        mesh_samples: deformed mesh vertices are evaluated at this many evenly spaced keyed frames.
+    """
+    from mocap.errors import MocapError
+
+    path = Path(path).resolve()
+    if path.suffix.lower() not in BLENDER_FORMATS or not path.is_file():
+        raise MocapError(f"cannot read {path} with Blender; give an existing .fbx/.blend/.glb file")
+    with tempfile.TemporaryDirectory(prefix="mocap-blender-") as tmp:
+        out = Path(tmp) / "dump.npz"
+        code, tail = _run_child(["read", str(path), str(out), str(mesh_samples)], timeout)
+        if code != 0 or not out.exists():
+            raise RuntimeError(f"Blender could not read {path.name} (exit {code}): {tail}")
+        with np.load(out) as z:
+            d = {k: z[k] for k in z.files}
+    meta = json.loads(str(d["meta"]))
+    arms = [
+        ArmatureDump(a["name"], tuple(a["bones"]), d[f"a{i}_frames"], d[f"a{i}_joints"])
+        for i, a in enumerate(meta["armatures"])
+    ]
+    meshes = [
+        MeshDump(name, d[f"m{i}_rest"], d[f"m{i}_frames"], d[f"m{i}_posed"])
+        for i, name in enumerate(meta["meshes"])
+    ]
+    return SceneDump(meta["fps"], meta["frame_start"], meta["frame_end"], arms, meshes)
+
+
+def benchmark_blender_export(
+    rig: RigAnimation, formats: Sequence[str] = ("fbx", "blend", "glb")
+) -> dict[str, float]:
+    """Seconds each format takes to write ``rig`` (scene build time under key ``"scene"``).
+
+    Times are measured inside the child, so Blender's start-up is excluded; scale by
+    1000 / rig.num_frames for a per-1,000-frame figure.
+    """
+    with tempfile.TemporaryDirectory(prefix="mocap-bench-") as tmp:
+        scenes = {Path(tmp) / f"bench.{f}": [rig] for f in formats}
+        errors, result = _run_job(scenes, None)
+    failed = {p.name: e for p, e in errors.items() if e}
+    if failed:
+        raise RuntimeError(f"benchmark export failed: {failed}")
+    secs = {Path(p).suffix[1:]: float(s) for p, s in result["seconds"].items()}
+    secs["scene"] = float(result["scene_seconds"])
+    return secs
+
