@@ -1,1 +1,210 @@
-"""Animation exporters: BVH (native) and FBX / .blend / glTF through Blender."""
+"""Animation exporters: one entry point, :func:`export_motion`, for every format.
+
+``export_motion`` turns a clip's :class:`~mocap.motion.Motion` into one Y-up world
+(:mod:`mocap.world`: gap filling, optional smoothing, floor, shared origin), builds one
+:class:`~exporters.rig.RigAnimation` per person (SMPL skeleton and skinned mesh from the track's
+betas when a body model is given, else the built-in skeleton) and writes:
+
+    ``npz``   per person, native: the rig arrays and joint world positions (metres)
+    ``bvh``   per person, native (:mod:`exporters.bvh`), metres or centimetres
+    ``fbx``, ``blend``, ``glb``, ``gltf``   through Blender in a child process
+              (:mod:`exporters.blender`), one file per person or all people in one scene
+
+Files are named ``person_<id>.<ext>`` (combined scenes: ``people.<ext>``). Every file is written to
+a temporary name and renamed; a failure of one person or format is recorded in the report and
+the others are still written.
+"""
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from exporters.bvh import UNIT_SCALE, write_bvh
+from exporters.rig import RigAnimation
+from mocap.errors import MocapError
+from mocap.motion import Motion
+from mocap.paths import atomic_path
+from mocap.smoothing import MODES, JitterReport
+
+if TYPE_CHECKING:  # mocap.world imports exporters.rig: import it lazily to avoid a cycle
+    from mocap.world import WorldFrame
+
+NATIVE_FORMATS = ("npz", "bvh")
+BLENDER_FORMATS = ("fbx", "blend", "glb", "gltf")
+FORMATS = NATIVE_FORMATS + BLENDER_FORMATS
+
+
+@dataclass
+class ExportFailure:
+    """One person (or a combined scene, person ``"all"``) that could not be written in one format."""
+
+    person: str
+    format: str
+    message: str
+
+
+@dataclass
+class ExportReport:
+    """What :func:`export_motion` wrote and what failed."""
+
+    out_dir: Path
+    files: list[Path] = field(default_factory=list)
+    failures: list[ExportFailure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    jitter: dict[int, JitterReport] = field(default_factory=dict)  # track id -> smoothing effect
+    world: "WorldFrame | None" = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def summary(self) -> str:
+        """Human-readable lines: files, smoothing, notes, failures."""
+        lines = [f"wrote {len(self.files)} file(s) to {self.out_dir}"]
+        lines += [f"  {p.name}" for p in self.files]
+        for tid, rep in self.jitter.items():
+            lines.append(f"  track {tid}: jitter {rep.before:.2f} -> {rep.after:.2f} m/s^2")
+        lines += [f"note: {n}" for n in self.notes]
+        lines += [f"failed: {f.person} {f.format}: {f.message}" for f in self.failures]
+        return "\n".join(lines)
+
+
+def parse_formats(formats: str | Sequence[str]) -> list[str]:
+    """``"bvh,fbx"`` or ``["bvh", "fbx"]`` -> validated, de-duplicated, lower-case list."""
+    items = formats.split(",") if isinstance(formats, str) else list(formats)
+    out: list[str] = []
+    for item in (i.strip().lower().lstrip(".") for i in items):
+        if not item:
+            continue
+        if item not in FORMATS:
+            raise MocapError(f"unknown export format {item!r}; choose from {','.join(FORMATS)}")
+        if item not in out:
+            out.append(item)
+    if not out:
+        raise MocapError(f"no export format given; choose from {','.join(FORMATS)}")
+    return out
+
+
+def write_rig_npz(rig: RigAnimation, path: Path) -> Path:
+    """The rig's arrays plus joint world positions (T,J,3), metres, Y up; atomic."""
+    tmp = atomic_path(path)
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(
+                fh,
+                joint_names=np.array(rig.joint_names),
+                parents=np.array(rig.parents, dtype=np.int64),
+                rest_offsets=rig.rest_offsets,
+                root_positions=rig.root_positions,
+                local_rotations=rig.local_rotations,
+                joint_positions=rig.world_positions(),
+                fps=np.array(rig.fps),
+                frame_start=np.array(rig.frame_start),
+            )
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _write_native(fmt: str, rig: RigAnimation, path: Path, units: str) -> Path:
+    return write_bvh(rig, path, units) if fmt == "bvh" else write_rig_npz(rig, path)
+
+
+def _write_blender(
+    rigs: list[RigAnimation],
+    formats: list[str],
+    out_dir: Path,
+    per_person: bool,
+    report: ExportReport,
+) -> None:
+    """All Blender formats in one child process; failures recorded per person and format."""
+    scenes: dict[Path, list[RigAnimation]] = {}
+    owner: dict[Path, str] = {}
+    for fmt in formats:
+        if per_person:
+            for rig in rigs:
+                path = (out_dir / f"{rig.name}.{fmt}").resolve()
+                scenes[path], owner[path] = [rig], rig.name
+        else:
+            path = (out_dir / f"people.{fmt}").resolve()
+            scenes[path], owner[path] = rigs, "all"
+    if not scenes:
+        return
+    try:
+        from exporters.blender import write_with_blender
+
+        errors = write_with_blender(scenes)
+    except Exception as exc:  # noqa: BLE001 - Blender's failure must not stop the native formats
+        errors = {p: f"{type(exc).__name__}: {exc}" for p in scenes}
+    for path in scenes:
+        err = errors.get(path, "no result from the Blender writer")
+        if err is None and path.exists():
+            report.files.append(path)
+        else:
+            report.failures.append(
+                ExportFailure(owner[path], path.suffix[1:], err or "file missing")
+            )
+
+
+def export_motion(
+    motion: Motion,
+    out_dir: str | Path,
+    formats: str | Sequence[str],
+    body: object | None = None,
+    per_person: bool = True,
+    units: str = "m",
+    smoothing: str | None = None,
+    smooth_strength: float = 1.0,
+) -> ExportReport:
+    """Write a clip's animation in every requested format.
+
+    Args:
+        motion: the clip (camera frame, as saved by ``mocap run``).
+        out_dir: output folder (created).
+        formats: e.g. ``"bvh,fbx"`` or ``["npz", "bvh", "glb"]`` (see ``FORMATS``).
+        body: ``mocap.body.smpl.BodyModel`` for shaped skeletons and skinned meshes; None uses the
+            built-in skeleton (no body shape, no mesh).
+        per_person: one file per person (default) or all people in one scene (Blender formats;
+            BVH and npz always hold one person).
+        units: "m" or "cm" for BVH.
+        smoothing: None/"none" (motion as saved), "offline" or "oneeuro".
+        smooth_strength: 0 off, 1 default, 2 strong.
+
+    Returns:
+        ExportReport with the files written and the per-person/per-format failures.
+    """
+    from mocap.world import build_world
+
+    fmts = parse_formats(formats)
+    if units not in UNIT_SCALE:
+        raise MocapError(f"unknown units {units!r}; use m or cm")
+    if smoothing is not None and smoothing not in MODES:
+        raise MocapError(f"unknown smoothing mode {smoothing!r}; use one of {', '.join(MODES)}")
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MocapError(
+            f"cannot create output folder {out}: {exc.strerror}; choose a writable folder"
+        ) from exc
+    built = build_world(motion, body, smoothing, smooth_strength)  # type: ignore[arg-type]
+    report = ExportReport(
+        out_dir=out, notes=list(built.notes), jitter=built.jitter, world=built.world
+    )
+    if not per_person and any(f in NATIVE_FORMATS for f in fmts) and len(built.rigs) > 1:
+        report.notes.append("BVH and npz hold one skeleton per file: written per person")
+    for fmt in (f for f in fmts if f in NATIVE_FORMATS):
+        for rig in built.rigs:
+            path = out / f"{rig.name}.{fmt}"
+            try:
+                report.files.append(_write_native(fmt, rig, path, units))
+            except Exception as exc:  # noqa: BLE001 - one person's failure must not stop the others
+                msg = str(exc) if isinstance(exc, MocapError) else f"{type(exc).__name__}: {exc}"
+                report.failures.append(ExportFailure(rig.name, fmt, msg))
+    _write_blender(built.rigs, [f for f in fmts if f in BLENDER_FORMATS], out, per_person, report)
+    return report

@@ -69,7 +69,7 @@ def jitter(joints: np.ndarray, fps: float) -> float:
 # ---- unit quaternions (w, x, y, z) ---------------------------------------------------------------
 
 
-def matrix_to_quat(rotmat: np.ndarray) -> np.ndarray:
+def _matrix_to_quat(rotmat: np.ndarray) -> np.ndarray:
     """(...,3,3) rotation matrices -> (...,4) unit quaternions (w,x,y,z), w >= 0."""
     shape = rotmat.shape[:-2]
     xyzw = Rotation.from_matrix(rotmat.reshape(-1, 3, 3)).as_quat()
@@ -78,7 +78,7 @@ def matrix_to_quat(rotmat: np.ndarray) -> np.ndarray:
     return q.reshape(*shape, 4)
 
 
-def quat_to_matrix(quat: np.ndarray) -> np.ndarray:
+def _quat_to_matrix(quat: np.ndarray) -> np.ndarray:
     """(...,4) quaternions (w,x,y,z), any norm -> (...,3,3) rotation matrices."""
     shape = quat.shape[:-1]
     q = quat.reshape(-1, 4)
@@ -210,8 +210,8 @@ def smooth_offline(
     index, weights = _regression_weights(
         np.asarray(times, dtype=np.float64), OFFLINE_SIGMA_S * strength
     )
-    quat = sign_continuous(matrix_to_quat(rotations))
-    rot = quat_to_matrix(_offline_rotations(quat, index, weights))
+    quat = sign_continuous(_matrix_to_quat(rotations))
+    rot = _quat_to_matrix(_offline_rotations(quat, index, weights))
     trans = np.einsum("tk,tkc->tc", weights, transl[index])
     return rot, trans
 
@@ -267,7 +267,7 @@ class OneEuroFilter:
         Returns:
             Filtered (J,3,3) rotations and (3,) translation, depending only on frames seen so far.
         """
-        quat = matrix_to_quat(rotations)
+        quat = _matrix_to_quat(rotations)
         if not self.enabled or self._time is None:
             self._time, self._quat, self._transl = time, quat, np.array(transl, dtype=np.float64)
             self._rot_speed = np.zeros(len(quat))
@@ -284,13 +284,13 @@ class OneEuroFilter:
         # translation
         step = np.asarray(transl, dtype=np.float64) - self._transl
         self._transl_speed += float(_alpha(self.d_cutoff, dt)) * (
-            np.linalg.norm(step) / dt - self._transl_speed
+            float(np.linalg.norm(step)) / dt - self._transl_speed
         )
         self._transl = (
             self._transl
             + _alpha(self.min_cutoff + self.beta_transl * self._transl_speed, dt) * step
         )
-        return quat_to_matrix(self._quat), self._transl.copy()
+        return _quat_to_matrix(self._quat), self._transl.copy()
 
 
 def smooth_oneeuro(

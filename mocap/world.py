@@ -1,0 +1,212 @@
+"""From the camera frame to a Y-up world shared by all people of a clip (static camera).
+
+The model predicts each person in the camera frame (x right, y down, z forward): a global
+orientation and the full-image translation of the SMPL origin. For a static, level camera the world
+is the camera frame turned upside down about x (x right, y up, z towards the camera; right-handed,
+Y-up as BVH and glTF expect; the Blender writer converts to Z-up itself), then shifted:
+
+- the floor (y = 0) at the lowest foot contact of the clip: a low percentile, over all people and
+  frames, of the height of the lowest sole (ankle and foot joints minus their rest height above the
+  sole), so one noisy frame does not sink everybody;
+- the origin (x = z = 0) on the floor below the people's mean starting position.
+
+One transform for the whole clip: relative positions between people and root motion are kept.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.spatial.transform import Rotation, Slerp
+
+from exporters.rig import RigAnimation, RigMesh
+from mocap.body.skeleton import (
+    FOOT_JOINTS,
+    RestJointSource,
+    Skeleton,
+    builtin_skeleton,
+    smpl_skeleton,
+)
+from mocap.errors import MocapError
+from mocap.motion import Motion, Track
+from mocap.smoothing import JitterReport, smooth_track
+
+# camera (x right, y down, z forward) -> Y-up world (x right, y up, z towards the camera)
+CAMERA_TO_WORLD = np.diag([1.0, -1.0, -1.0])
+FLOOR_PERCENTILE = 5.0
+
+
+@dataclass
+class WorldFrame:
+    """The clip's camera-to-world transform: ``p_world = rotation @ p_cam - offset``."""
+
+    rotation: np.ndarray  # (3,3)
+    offset: np.ndarray  # (3,) world position of the (rotated) camera-frame point that became origin
+
+    @property
+    def camera_position(self) -> np.ndarray:
+        """(3,) where the camera stands in the world."""
+        return -self.offset
+
+
+@dataclass
+class WorldResult:
+    """Rigs of a clip in one world, with how they were made."""
+
+    rigs: list[RigAnimation]
+    world: WorldFrame
+    skeletons: list[Skeleton]
+    jitter: dict[int, JitterReport] = field(default_factory=dict)  # track id -> before/after
+    notes: list[str] = field(default_factory=list)
+
+
+def _np(x: object) -> np.ndarray:
+    """numpy view of an array or a CPU torch tensor."""
+    detach = getattr(x, "detach", None)
+    return np.asarray(detach().cpu().numpy() if detach else x, dtype=np.float64)
+
+
+def contiguous(track: Track) -> Track:
+    """Fill the gaps of a track so that it has every frame from its first to its last.
+
+    Rotations are interpolated by slerp, translations, times, betas, cameras and boxes linearly;
+    filled frames get score 0. A track without gaps is returned unchanged.
+    """
+    frames = np.asarray(track.frames, dtype=np.int64)
+    if len(frames) < 2 or np.all(np.diff(frames) == 1):
+        return track
+    if np.any(np.diff(frames) <= 0):
+        raise MocapError(
+            f"track {track.track_id} has unordered frame indices; re-run `mocap run` on the clip"
+        )
+    full = np.arange(frames[0], frames[-1] + 1)
+    rots = np.concatenate([track.global_orient[:, None], track.body_pose], axis=1)
+    out_rots = np.empty((len(full), rots.shape[1], 3, 3))
+    for j in range(rots.shape[1]):
+        out_rots[:, j] = Slerp(frames, Rotation.from_matrix(rots[:, j]))(full).as_matrix()
+
+    def lerp(a: np.ndarray) -> np.ndarray:
+        a2 = np.asarray(a, dtype=np.float64).reshape(len(frames), -1)
+        cols = [np.interp(full, frames, a2[:, c]) for c in range(a2.shape[1])]
+        return np.stack(cols, axis=1).reshape((len(full),) + np.shape(a)[1:])
+
+    seen = np.isin(full, frames)
+    scores = np.where(seen, np.interp(full, frames, track.scores), 0.0)
+    return track.replace(
+        frames=full,
+        times=lerp(track.times),
+        global_orient=out_rots[:, 0],
+        body_pose=out_rots[:, 1:],
+        betas=lerp(track.betas),
+        cam_crop=lerp(track.cam_crop),
+        transl=lerp(track.transl),
+        boxes=lerp(track.boxes),
+        scores=scores,
+    )
+
+
+def skeleton_for(track: Track, body: RestJointSource | None) -> Skeleton:
+    """The track's skeleton: SMPL rest joints for its median betas, else the built-in one."""
+    if body is None:
+        return builtin_skeleton()
+    betas = np.median(np.asarray(track.betas, dtype=np.float64), axis=0)
+    sole = (
+        float(_np(body.rest_vertices(betas))[:, 1].min())
+        if hasattr(body, "rest_vertices")
+        else None
+    )
+    return smpl_skeleton(body, betas, sole_height=sole)
+
+
+def _camera_rig(track: Track, skeleton: Skeleton, fps: float, body: object | None) -> RigAnimation:
+    """The track as a rig in the rotated camera frame (before the floor/origin shift)."""
+    rot = np.concatenate([track.global_orient[:, None], track.body_pose], axis=1).astype(np.float64)
+    rot[:, 0] = CAMERA_TO_WORLD @ rot[:, 0]
+    root = (
+        skeleton.rest_joints[0] + np.asarray(track.transl, dtype=np.float64)
+    ) @ CAMERA_TO_WORLD.T
+    mesh = None
+    if body is not None and hasattr(body, "rest_vertices"):
+        betas = np.median(np.asarray(track.betas, dtype=np.float64), axis=0)
+        mesh = RigMesh(
+            rest_vertices=_np(body.rest_vertices(betas)),  # type: ignore[attr-defined]
+            faces=np.asarray(_np(body.faces), dtype=np.int64),  # type: ignore[attr-defined]
+            weights=_np(body.lbs_weights),  # type: ignore[attr-defined]
+        )
+    return RigAnimation(
+        name=f"person_{track.track_id}",
+        joint_names=skeleton.joint_names,
+        parents=skeleton.parents,
+        rest_offsets=skeleton.offsets(),
+        root_positions=root,
+        local_rotations=rot,
+        fps=float(fps),
+        frame_start=int(track.frames[0]),
+        mesh=mesh,
+    )
+
+
+def place_in_world(rigs: list[RigAnimation], skeletons: list[Skeleton]) -> WorldFrame:
+    """Shift camera-aligned rigs (in place) so the floor is y = 0 and the people start near x = z = 0."""
+    contacts = []
+    for rig, skel in zip(rigs, skeletons, strict=True):
+        feet = rig.world_positions()[:, FOOT_JOINTS, 1] - skel.sole_clearance[list(FOOT_JOINTS)]
+        contacts.append(feet.min(axis=1))
+    floor = float(np.percentile(np.concatenate(contacts), FLOOR_PERCENTILE))
+    start = np.mean([rig.root_positions[0] for rig in rigs], axis=0)
+    offset = np.array([start[0], floor, start[2]])
+    for rig in rigs:
+        rig.root_positions = rig.root_positions - offset
+    return WorldFrame(rotation=CAMERA_TO_WORLD.copy(), offset=offset)
+
+
+def build_world(
+    motion: Motion,
+    body: RestJointSource | None = None,
+    smoothing: str | None = None,
+    strength: float = 1.0,
+) -> WorldResult:
+    """Turn a clip's tracks into rigs in one Y-up world (gap filling, optional smoothing, skeletons).
+
+    Args:
+        motion: the clip (camera frame).
+        body: SMPL body model (``mocap.body.smpl.BodyModel``) for shaped skeletons and skinned
+            meshes; the built-in skeleton when None.
+        smoothing: None or "none" (use the motion as saved), "offline" or "oneeuro".
+        strength: smoothing strength (0 off, 1 default, 2 strong).
+    """
+    if not motion.tracks:
+        raise MocapError(
+            "the motion has no people to export; check the clip with `mocap run --preview`"
+        )
+    if not motion.fps > 0:
+        raise MocapError(f"the motion's frame rate is {motion.fps}; re-create it with `mocap run`")
+    rigs, skeletons, jitter, notes = [], [], {}, []
+    for track in motion.tracks:
+        if len(track) == 0:
+            notes.append(f"track {track.track_id} has no frames and was skipped")
+            continue
+        track = contiguous(track)
+        if smoothing not in (None, "none"):
+            track, jitter[track.track_id] = smooth_track(track, smoothing, strength, body)
+        skel = skeleton_for(track, body)
+        rigs.append(_camera_rig(track, skel, motion.fps, body))
+        skeletons.append(skel)
+    if not rigs:
+        raise MocapError("every track of the motion is empty; re-run `mocap run` on the clip")
+    if body is None:
+        notes.append(
+            "SMPL model not found: built-in skeleton at average proportions used, body shape not applied "
+            "(pass --smpl PATH or set MOCAP_SMPL for shaped skeletons and meshes)"
+        )
+    world = place_in_world(rigs, skeletons)
+    return WorldResult(rigs=rigs, world=world, skeletons=skeletons, jitter=jitter, notes=notes)
+
+
+def motion_to_rigs(
+    motion: Motion,
+    body: RestJointSource | None = None,
+    smoothing: str | None = None,
+    strength: float = 1.0,
+) -> list[RigAnimation]:
+    """One :class:`RigAnimation` per track, all in the clip's shared Y-up world (see build_world)."""
+    return build_world(motion, body, smoothing, strength).rigs
