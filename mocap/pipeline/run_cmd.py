@@ -1,0 +1,188 @@
+"""Turn one video (or a folder of images) into per-person 3D motion and animation files.
+
+Writes OUT/<clip name>/: motion.npz (per-person SMPL motion), one BVH / FBX / .blend / glTF file per
+person (--formats), optionally preview.mp4, config.yaml (the resolved settings, reusable with
+--config), run.json (settings, versions, timings, tracks, warnings) and a .done marker written last.
+
+examples:
+  mocap run dance.mp4 -o out                        # npz + BVH + FBX per person
+  mocap run dance.mp4 -o out --formats bvh --preview --smooth-strength 2
+  mocap run shot.mov -o out --start 3 --end 9 --focal-length 1450 --combined
+  mocap run frames/ -o out --checkpoint my_model.safetensors --smpl SMPL_NEUTRAL.pkl
+"""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mocap.errors import MocapError
+from mocap.pipeline.config import RunSettings, add_settings_arguments
+
+if TYPE_CHECKING:
+    from mocap.pipeline.run import Engines
+
+log = logging.getLogger("mocap")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("video", help="video file (any format FFmpeg reads) or a folder of images")
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="output folder; results go to OUT/<clip name>/",
+    )
+    add_settings_arguments(parser)
+
+
+def trained_checkpoint(variant: str) -> Path | None:
+    """Trained weights of a mocap variant in the cache (``$MOCAP_HOME/checkpoints/<variant>.safetensors``)."""
+    from mocap.paths import mocap_home
+
+    for path in (
+        mocap_home() / "checkpoints" / f"{variant}.safetensors",
+        mocap_home() / f"{variant}.safetensors",
+    ):
+        if path.is_file():
+            return path
+    return None
+
+
+def resolve_model(settings: RunSettings) -> tuple[str, Path]:
+    """Which model to run: (variant or "checkpoint", file).
+
+    ``--checkpoint`` wins; otherwise trained featup-deformable (or the chosen variant's) weights from the
+    cache; otherwise, for ``--model auto`` / ``hmr2``, HMR2.0's public weights (downloaded where the
+    internet exists). Raises MocapError naming what to download or pass when nothing is available.
+    """
+    if settings.checkpoint:
+        return (settings.model if settings.model != "auto" else "checkpoint"), Path(
+            settings.checkpoint
+        )
+    if settings.model in ("auto", "featup-deformable", "vitpose-deformable"):
+        variant = "featup-deformable" if settings.model == "auto" else settings.model
+        found = trained_checkpoint(variant)
+        if found is not None:
+            return variant, found
+        if settings.model != "auto":
+            raise MocapError(
+                f"no trained {variant} weights found in the mocap cache; train them (mocap train) "
+                "and pass --checkpoint, or use --model hmr2"
+            )
+    from mocap.weights import resolve
+
+    return "hmr2", Path(resolve("hmr2"))
+
+
+def auto_device(device: str) -> str:
+    import torch
+
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
+def auto_precision(precision: str, device: str) -> str:
+    """bf16 where the hardware runs it fast (AMX/AVX512-BF16 CPUs, bf16 GPUs), else fp32."""
+    if precision != "auto":
+        return precision
+    if device == "cuda":
+        import torch
+
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "fp32"
+    return "bf16" if ("amx_bf16" in flags or "avx512_bf16" in flags) else "fp32"
+
+
+def build_engines(settings: RunSettings) -> "Engines":
+    """Load the detector, the model and the body model once (shared by every clip of a batch)."""
+    import platform
+
+    import av
+    import ultralytics
+
+    from mocap.body.smpl import load_body_model
+    from mocap.model.predictor import Predictor
+    from mocap.pipeline.detect import DEFAULT_DETECTOR, PersonDetector
+    from mocap.pipeline.run import Engines
+
+    device = auto_device(settings.device)
+    precision = auto_precision(settings.precision, device)
+    body = load_body_model(settings.smpl, required=False)
+    warnings = []
+    if body is None:
+        warnings.append(
+            "no SMPL model file found: using the built-in skeleton (body shape not applied)"
+        )
+        log.info(
+            "%s; pass --smpl SMPL_NEUTRAL.pkl or set $MOCAP_SMPL for shaped bodies and meshes",
+            warnings[-1],
+        )
+    variant, path = resolve_model(settings)
+    predictor = Predictor.from_checkpoint(
+        str(path), device=device, precision=precision, focal_length=settings.focal_length
+    )
+    detector = PersonDetector(
+        settings.detector or DEFAULT_DETECTOR,
+        conf=settings.det_conf,
+        classes=settings.classes,
+        min_size=settings.min_box,
+        device=device,
+    )
+    label = f"{variant} ({path}) on {device}, {precision}"
+    log.info("model: %s", label)
+    return Engines(
+        detector=detector,
+        predictor=predictor,
+        body=body,
+        model_label=label,
+        model_info={
+            "variant": variant,
+            "checkpoint": str(path),
+            "device": device,
+            "precision": precision,
+        },
+        body_label=f"SMPL ({settings.smpl or 'default location'})"
+        if body is not None
+        else "built-in skeleton",
+        versions={
+            "av": av.__version__,
+            "ultralytics": ultralytics.__version__,
+            "platform": platform.platform(),
+        },
+        warnings=warnings,
+    )
+
+
+def setup_logging(args: argparse.Namespace) -> None:
+    """``mocap: message`` lines on stderr; -q keeps warnings only, -v adds debugging details."""
+    level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
+    log = logging.getLogger("mocap")
+    log.handlers.clear()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("mocap: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(level)
+    log.propagate = False
+
+
+def run(args: argparse.Namespace) -> int:
+    from mocap.pipeline.config import resolve_settings
+    from mocap.pipeline.run import process_video
+
+    setup_logging(args)
+    settings = resolve_settings(args)
+    result = process_video(args.video, args.output, settings, progress=not args.quiet)
+    if not args.quiet:
+        people = ", ".join(f"#{i}: {n} frames" for i, n in result.track_lengths.items())
+        print(
+            f"{result.clip}: {result.frames} frames, {len(result.track_lengths)} people ({people})"
+        )
+        print(f"outputs in {result.out_dir}")
+    for line in result.failures:
+        print(f"mocap: warning: {line}", file=sys.stderr)
+    return 1 if result.failures else 0
