@@ -170,6 +170,7 @@ class Sample:
         keypoints_2d: (24, 3) normalised crop coordinates (kp/256 - 0.5) + confidence.
         joints_3d: (24, 4) camera-frame metres + confidence.  pose: (72,) axis-angle.  betas: (10,).
         has_smpl, has_3d: 0/1.  index: global sample index (for the feature cache).
+        features: cached backbone maps {name: (C, 16, 12) uint16 bfloat16 bits}, or None.
     """
 
     image: np.ndarray | None
@@ -180,6 +181,7 @@ class Sample:
     has_smpl: float
     has_3d: float
     index: int
+    features: dict[str, np.ndarray] | None = None
 
 
 def make_sample(
@@ -291,7 +293,8 @@ class MixtureBatchSampler(torch.utils.data.Sampler[list[tuple[int, int]]]):
 class Batch:
     """Collated samples (torch). Shapes as in :class:`Sample` with a leading batch dim B.
 
-    ``rotmat`` (B, 24, 3, 3) is the ground-truth pose as rotation matrices; ``index`` (B,) long.
+    ``rotmat`` (B, 24, 3, 3) is the ground-truth pose as rotation matrices; ``index`` (B,) long;
+    ``features`` {name: (B, C, 16, 12) bfloat16} when training from a feature cache.
     """
 
     images: torch.Tensor | None
@@ -302,12 +305,15 @@ class Batch:
     has_smpl: torch.Tensor
     has_3d: torch.Tensor
     index: torch.Tensor
+    features: dict[str, torch.Tensor] | None = None
 
     def to(self, device: torch.device | str) -> "Batch":
         """Move every tensor to ``device``."""
-        images = None if self.images is None else self.images.to(device)
-        return Batch(images, *(getattr(self, f).to(device) for f in
-                               ("keypoints_2d", "joints_3d", "rotmat", "betas", "has_smpl", "has_3d", "index")))  # fmt: skip
+        moved = {k: v.to(device) for k, v in vars(self).items() if isinstance(v, torch.Tensor)}
+        feats = (
+            None if self.features is None else {k: v.to(device) for k, v in self.features.items()}
+        )
+        return Batch(**{**vars(self), **moved, "features": feats})
 
 
 def collate(samples: list[Sample]) -> Batch:
@@ -328,7 +334,20 @@ def collate(samples: list[Sample]) -> Batch:
         has_smpl=torch.tensor([s.has_smpl for s in samples], dtype=torch.float32),
         has_3d=torch.tensor([s.has_3d for s in samples], dtype=torch.float32),
         index=torch.tensor([s.index for s in samples], dtype=torch.long),
+        features=_stack_features(samples),
     )
+
+
+def _stack_features(samples: list[Sample]) -> dict[str, torch.Tensor] | None:
+    """Cached uint16 bfloat16 bits -> {name: (B, C, h, w) bfloat16}."""
+    first = samples[0].features
+    if first is None:
+        return None
+    out = {}
+    for name in first:
+        bits = np.stack([s.features[name] for s in samples if s.features is not None])
+        out[name] = torch.from_numpy(bits.view(np.int16)).view(torch.bfloat16)
+    return out
 
 
 def build_pools(dataset: MixedDataset, fraction: float) -> list[np.ndarray]:
