@@ -1,0 +1,1 @@
+"""Video to per-person motion: decoding, detection, the run and batch commands."""

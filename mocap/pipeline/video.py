@@ -1,0 +1,411 @@
+"""Streaming video decoding with PyAV: one upright BGR frame at a time, memory flat in video length.
+
+Reads any container and codec FFmpeg reads (H.264, HEVC, MPEG-4 part 2, VP9, AV1, MJPEG, ...) and
+folders of images. Timestamps come from ``pts * time_base``, so variable-frame-rate video (phones,
+screen recordings) keeps its true timing. Rotation metadata (the display matrix, or the legacy
+``rotate`` tag) is applied to the pixels, so frames come out the way a player shows them.
+
+    source = open_video("clip.mp4", start=2.0, end=10.0, stride=2)
+    print(source.info.width, source.info.height, source.fps)
+    for frame in source:            # Frame(index, time, image (H, W, 3) uint8 BGR)
+        ...
+
+``open_video`` reads the first frame at once, so a missing, empty or non-video file fails there with
+a :class:`~mocap.errors.MocapError` before any work starts. A video that breaks midway (truncated
+download, damaged packets) yields every frame that decodes and logs one warning.
+"""
+
+import logging
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from mocap.errors import MocapError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+DEFAULT_FOLDER_FPS = 30.0
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the source holds, before ``start``/``end``/``stride`` are applied.
+
+    Attributes:
+        path: the video file or image folder.
+        width, height: frame size in pixels after rotation (what :class:`Frame` images have).
+        fps: nominal frame rate (average rate of the stream; the given or default rate for folders).
+        num_frames: frame count from the container header (an estimate for some formats) or None.
+        duration: seconds, or None when the container does not say.
+        rotation: counter-clockwise degrees (0, 90, 180, 270) applied to decoded pixels.
+        codec: decoder name ("h264", "mpeg4", "vp9", ...) or "images" for a folder.
+        is_image_folder: True for a folder of images.
+    """
+
+    path: Path
+    width: int
+    height: int
+    fps: float
+    num_frames: int | None
+    duration: float | None
+    rotation: int
+    codec: str
+    is_image_folder: bool
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame.
+
+    Attributes:
+        index: 0-based position among the frames this source yields (after start/end/stride/fps).
+        time: presentation time in seconds on the source's own clock (first frame of the file at 0).
+        image: (H, W, 3) uint8 BGR, upright, C-contiguous.
+    """
+
+    index: int
+    time: float
+    image: np.ndarray
+
+
+def rotate_image(image: np.ndarray, degrees: int) -> np.ndarray:
+    """Rotate an (H, W, C) image counter-clockwise by a multiple of 90 degrees.
+
+    ``degrees`` follows FFmpeg's display matrix (``av_display_rotation_get``): the angle the stored
+    picture must be turned counter-clockwise to be shown upright. Returns a C-contiguous array.
+    """
+    k = (round(degrees / 90.0)) % 4
+    return image if k == 0 else np.ascontiguousarray(np.rot90(image, k))
+
+
+def _normalise_rotation(degrees: float) -> int:
+    """Snap an angle to 0/90/180/270 (display matrices carry small float errors)."""
+    return int(round(degrees / 90.0)) % 4 * 90
+
+
+def _natural_key(path: Path) -> list[int | str]:
+    """Sort key so that frame2.png comes before frame10.png."""
+    return [int(p) if p.isdigit() else p.lower() for p in re.split(r"(\d+)", path.name)]
+
+
+class VideoSource:
+    """A re-iterable stream of :class:`Frame` from a video file or an image folder.
+
+    Every iteration re-opens the file and decodes lazily: no more than one frame is held at a time.
+    Build it with :func:`open_video`.
+    """
+
+    def __init__(
+        self,
+        info: VideoInfo,
+        start: float | None,
+        end: float | None,
+        stride: int,
+        target_fps: float | None,
+        files: list[Path] | None = None,
+    ) -> None:
+        self.info = info
+        self.start = start
+        self.end = end
+        self.stride = stride
+        self.target_fps = target_fps
+        self._files = files
+
+    @property
+    def fps(self) -> float:
+        """Nominal rate of the frames this source yields (after stride / target fps)."""
+        rate = self.info.fps / self.stride
+        return min(rate, self.target_fps) if self.target_fps else rate
+
+    @property
+    def expected_frames(self) -> int | None:
+        """Estimated number of frames :meth:`__iter__` yields (for progress bars), or None."""
+        duration = self.info.duration
+        if duration is None and self.info.num_frames:
+            duration = self.info.num_frames / self.info.fps
+        if duration is None:
+            return None
+        lo = max(self.start or 0.0, 0.0)
+        hi = min(self.end, duration) if self.end is not None else duration
+        return max(0, math.ceil((hi - lo) * self.fps - 1e-6))
+
+    def __iter__(self) -> Iterator[Frame]:
+        raw = self._iter_folder() if self.info.is_image_folder else self._iter_video()
+        index = 0
+        count = 0  # frames inside [start, end), before stride
+        next_due = -math.inf
+        for time, image in raw:
+            if self.start is not None and time < self.start - 1e-6:
+                continue
+            if self.end is not None and time >= self.end - 1e-6:
+                break
+            count += 1
+            if (count - 1) % self.stride:
+                continue
+            if self.target_fps:  # keep frames on a 1/fps grid, tolerant to timestamp jitter
+                period = 1.0 / self.target_fps
+                if time < next_due - 0.25 * period:
+                    continue
+                next_due = max(next_due + period, time + 0.75 * period) if index else time + period
+            yield Frame(index=index, time=time, image=image)
+            index += 1
+        if index == 0:
+            raise MocapError(
+                f"no frames of {self.info.path} fall between --start {self.start} and --end "
+                f"{self.end}; choose a range inside the video's {self.info.duration or 0:.2f} s"
+            )
+
+    def _iter_folder(self) -> Iterator[tuple[float, np.ndarray]]:
+        assert self._files is not None
+        first = self._files[0]
+        for i, path in enumerate(self._files):
+            time = i / self.info.fps
+            if self.start is not None and time < self.start - 1e-6:
+                continue  # skip reading images before the range
+            if self.end is not None and time >= self.end - 1e-6:
+                return
+            image = _read_image(path)
+            if image.shape[:2] != (self.info.height, self.info.width):
+                raise MocapError(
+                    f"{path} is {image.shape[1]}x{image.shape[0]} but {first} is "
+                    f"{self.info.width}x{self.info.height}; all images of a folder must share one size"
+                )
+            yield time, image
+
+    def _iter_video(self) -> Iterator[tuple[float, np.ndarray]]:
+        # Threaded decoding loses the frames still inside the decoder threads when a packet is
+        # damaged, so a damaged file is re-read without threads from the last frame yielded.
+        last: float | None = None
+        try:
+            for time, image in self._decode_pass(threaded=True, after=None):
+                last = time
+                yield time, image
+        except _DamageFound:
+            yield from self._decode_pass(threaded=False, after=last)
+
+    def _decode_pass(
+        self, threaded: bool, after: float | None
+    ) -> Iterator[tuple[float, np.ndarray]]:
+        """One pass over the file from ``start``; yields (time, image) for frames after ``after``."""
+        container = _open_container(self.info.path)
+        try:
+            stream = container.streams.video[0]
+            if threaded:
+                stream.thread_type = "AUTO"
+            origin = stream.start_time or 0
+            time_base = float(stream.time_base or 1.0 / 90000)
+            if self.start:
+                # Land on the keyframe before `start`; frames before it are decoded and dropped.
+                offset = origin + int(self.start / time_base)
+                try:
+                    container.seek(offset, stream=stream, backward=True, any_frame=False)
+                except av.error.FFmpegError:
+                    container.seek(0)
+            damage = _Damage(strict=threaded)
+            decoded = 0
+            for frame in _decode(container, stream, self.info.path, damage):
+                decoded += 1
+                if frame.pts is None:
+                    time = (decoded - 1) / self.info.fps
+                else:
+                    time = (frame.pts - origin) * time_base
+                if after is not None and time <= after + 1e-9:
+                    continue
+                if self.end is not None and time >= self.end:
+                    break
+                yield time, rotate_image(frame.to_ndarray(format="bgr24"), self.info.rotation)
+            else:
+                expected = stream.frames
+                if not self.start and expected and decoded < expected and not damage.count:
+                    damage.report(
+                        self.info.path,
+                        f"decoded {decoded} of the {expected} frames its header lists; "
+                        "the file looks truncated",
+                        None,
+                    )
+        finally:
+            container.close()
+
+
+class _DamageFound(Exception):
+    """Raised inside a threaded decoding pass at the first damaged packet."""
+
+
+@dataclass
+class _Damage:
+    """Problems met while decoding one pass over a file (only the first is logged).
+
+    ``strict`` passes raise :class:`_DamageFound` instead, so that the caller can re-decode.
+    """
+
+    strict: bool = False
+    count: int = 0
+
+    def report(self, path: Path, what: str, exc: Exception | None) -> None:
+        if self.strict:
+            raise _DamageFound(what)
+        if self.count == 0:
+            detail = f" ({exc})" if exc else ""
+            log.warning("%s: %s%s; keeping the frames that decode", path, what, detail)
+        self.count += 1
+
+
+def _decode(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    path: Path,
+    damage: "_Damage",
+) -> Iterator[av.VideoFrame]:
+    """Decode ``stream`` packet by packet, skipping damaged packets and stopping at a broken tail."""
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            return
+        except av.error.FFmpegError as exc:  # unreadable container data: keep what we have
+            damage.report(path, "stopped at a damaged part of the file", exc)
+            return
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError as exc:
+            damage.report(path, "skipped damaged video data", exc)
+            continue
+        yield from frames
+
+
+def _read_image(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # applies EXIF orientation
+    if image is None:
+        raise MocapError(f"cannot read image {path}; remove it from the folder or re-save it")
+    return image
+
+
+def _open_container(path: Path) -> av.container.InputContainer:
+    try:
+        container = av.open(str(path), mode="r")
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        raise MocapError(
+            f"{path} is not a readable video ({exc.__class__.__name__}); "
+            "check the file or re-encode it, e.g. ffmpeg -i IN -c:v libx264 OUT.mp4"
+        ) from None
+    if not container.streams.video:
+        container.close()
+        raise MocapError(f"{path} has no video stream; give a video file or a folder of images")
+    return container
+
+
+def _probe_video(path: Path) -> VideoInfo:
+    """Open the file, decode its first frame and describe it; MocapError if nothing decodes."""
+    container = _open_container(path)
+    try:
+        stream = container.streams.video[0]
+        first = next(_decode(container, stream, path, _Damage()), None)
+        if first is None:
+            raise MocapError(
+                f"{path} has no decodable video frames (empty or damaged); "
+                "check the file or re-export it"
+            )
+        rotation = _normalise_rotation(first.rotation or 0.0)
+        if rotation == 0 and "rotate" in stream.metadata:  # legacy tag: clockwise degrees
+            rotation = _normalise_rotation(-float(stream.metadata["rotate"]))
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        fps = float(rate) if rate else DEFAULT_FOLDER_FPS
+        duration = None
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / av.time_base
+        width, height = first.width, first.height
+        if rotation in (90, 270):
+            width, height = height, width
+        return VideoInfo(
+            path=path,
+            width=width,
+            height=height,
+            fps=fps,
+            num_frames=stream.frames or None,
+            duration=duration,
+            rotation=rotation,
+            codec=stream.codec_context.name,
+            is_image_folder=False,
+        )
+    finally:
+        container.close()
+
+
+def _probe_folder(path: Path, fps: float | None) -> tuple[VideoInfo, list[Path]]:
+    files = sorted(
+        (p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+        key=_natural_key,
+    )
+    if not files:
+        raise MocapError(
+            f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}); give a video or a folder of frames"
+        )
+    rate = fps or DEFAULT_FOLDER_FPS
+    height, width = _read_image(files[0]).shape[:2]
+    info = VideoInfo(
+        path=path,
+        width=width,
+        height=height,
+        fps=rate,
+        num_frames=len(files),
+        duration=len(files) / rate,
+        rotation=0,
+        codec="images",
+        is_image_folder=True,
+    )
+    return info, files
+
+
+def open_video(
+    path: str | Path,
+    start: float | None = None,
+    end: float | None = None,
+    stride: int = 1,
+    fps: float | None = None,
+) -> VideoSource:
+    """Open a video file or image folder for streaming.
+
+    Arguments:
+        path: video file (any format FFmpeg reads) or folder of images (sorted by name, naturally).
+        start, end: keep frames with ``start <= time < end`` seconds (None: from the beginning / to
+            the end).
+        stride: keep every ``stride``-th frame of that range.
+        fps: for image folders, their frame rate (default 30). For videos, an optional ceiling on
+            the output rate: frames are dropped (never duplicated) by timestamp, so a 60 fps or
+            variable-rate clip comes out near ``fps``.
+
+    Raises:
+        MocapError: missing path, not a video, no decodable frame, bad range or settings.
+    """
+    path = Path(path).expanduser()
+    if stride < 1:
+        raise MocapError(f"--stride must be 1 or more, got {stride}")
+    if fps is not None and fps <= 0:
+        raise MocapError(f"--fps must be positive, got {fps}")
+    if start is not None and start < 0:
+        raise MocapError(f"--start must be 0 or more seconds, got {start}")
+    if start is not None and end is not None and end <= start:
+        raise MocapError(f"--end ({end}) must be after --start ({start})")
+    if not path.exists():
+        raise MocapError(f"{path} does not exist; check the path to the video or image folder")
+    if path.is_dir():
+        info, files = _probe_folder(path, fps)
+        return VideoSource(info, start, end, stride, None, files)
+    if path.stat().st_size == 0:
+        raise MocapError(f"{path} is empty (0 bytes); re-copy or re-export the video")
+    info = _probe_video(path)
+    if start is not None and info.duration is not None and start >= info.duration:
+        raise MocapError(
+            f"--start {start} s is past the end of {path} ({info.duration:.2f} s); choose an earlier start"
+        )
+    return VideoSource(info, start, end, stride, fps)
