@@ -1,0 +1,1 @@
+"""Evaluation: 3DPW-protocol metrics and the `mocap eval` command."""
