@@ -1,0 +1,124 @@
+"""Camera frame -> Y-up world: floor, shared frame for all people, gap filling, SMPL skeletons."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+from test_smoothing import UPRIGHT, real_pose_track
+
+from mocap.body.skeleton import builtin_skeleton
+from mocap.errors import MocapError
+from mocap.motion import Motion, Track
+from mocap.smoothing import track_joints
+from mocap.world import CAMERA_TO_WORLD, build_world, contiguous, motion_to_rigs
+
+
+def standing_track(camera_height: float, depth: float, frames: int = 30, x: float = 0.0) -> Track:
+    """A person in the rest pose, upright, whose soles are ``camera_height`` below a level camera."""
+    skel = builtin_skeleton()
+    sole = skel.rest_joints[10] - np.array([0.0, skel.sole_clearance[10], 0.0])
+    posed_sole = UPRIGHT @ (sole - skel.rest_joints[0]) + skel.rest_joints[0]
+    transl = np.array([x, camera_height - posed_sole[1], depth])
+    rot = np.tile(np.eye(3), (frames, 23, 1, 1))
+    return Track(1, np.arange(frames), np.arange(frames) / 30.0, np.tile(UPRIGHT, (frames, 1, 1)), rot,
+                 np.zeros((frames, 10)), np.zeros((frames, 3)), np.tile(transl, (frames, 1)),
+                 np.zeros((frames, 4)), np.ones(frames))  # fmt: skip
+
+
+def test_floor_and_camera_height_from_a_standing_person() -> None:
+    motion = Motion([standing_track(1.5, 4.0, x=0.7)], 30.0, (1920, 1080), 1500.0)
+    result = build_world(motion)
+    rig = result.rigs[0]
+    pos = rig.world_positions()
+    assert result.world.camera_position[1] == pytest.approx(
+        1.5, abs=1e-9
+    )  # camera 1.5 m above the floor
+    assert pos[0, 15, 1] > pos[0, 0, 1] > pos[0, 7, 1] > 0.0  # Y up: head above pelvis above ankles
+    assert pos[0, 10, 1] == pytest.approx(builtin_skeleton().sole_clearance[10])
+    assert np.allclose(pos[0, 0, [0, 2]], 0.0)  # origin below the person's start
+    assert result.world.camera_position[2] == pytest.approx(4.0)  # camera 4 m in front, on +z
+    assert any("body shape not applied" in n for n in result.notes)
+
+
+def test_floor_ignores_an_outlier_frame() -> None:
+    track = standing_track(1.5, 4.0, frames=100)
+    track.transl[50, 1] += 1.0  # one frame predicted 1 m too low
+    world = build_world(Motion([track], 30.0, (1920, 1080), 1500.0)).world
+    assert world.camera_position[1] == pytest.approx(1.5, abs=1e-9)
+
+
+def test_all_people_share_one_world(shared_data: Path) -> None:
+    a = real_pose_track(shared_data, 40, track_id=1, x=-1.0)
+    b = real_pose_track(shared_data, 40, track_id=2, x=1.2, source="test_h36m.npz")
+    b = b.replace(frames=b.frames + 5, times=b.times + 5 / 30.0)
+    result = build_world(Motion([a, b], 30.0, (1920, 1080), 1500.0))
+    offset = result.world.offset
+    for track, rig in zip((a, b), result.rigs, strict=True):
+        expected = track_joints(track) @ CAMERA_TO_WORLD.T - offset
+        assert np.abs(rig.world_positions() - expected).max() < 1e-9
+        assert rig.frame_start == track.frames[0] and rig.fps == 30.0
+    # the same shift for everybody: relative positions are those of the camera frame
+    rel_cam = (track_joints(b)[:10, 0] - track_joints(a)[5:15, 0]) @ CAMERA_TO_WORLD.T
+    rel_world = result.rigs[1].world_positions()[:10, 0] - result.rigs[0].world_positions()[5:15, 0]
+    assert np.allclose(rel_world, rel_cam)
+    # both people walk on the floor: their lowest soles come down to it
+    for rig, skel in zip(result.rigs, result.skeletons, strict=True):
+        soles = rig.world_positions()[:, [7, 8, 10, 11], 1] - skel.sole_clearance[[7, 8, 10, 11]]
+        assert soles.min() > -0.15
+    assert [r.name for r in motion_to_rigs(Motion([a, b], 30.0, (1920, 1080), 1500.0))] == [
+        "person_1",
+        "person_2",
+    ]
+
+
+def test_gaps_are_filled_by_slerp(shared_data: Path) -> None:
+    track = real_pose_track(shared_data, 20)
+    keep = np.r_[0:10, 15:20]
+    gappy = track.replace(**{k: getattr(track, k)[keep] for k in ("frames", "times", "global_orient", "body_pose",
+                                                                   "betas", "cam_crop", "transl", "boxes", "scores")})  # fmt: skip
+    full = contiguous(gappy)
+    assert np.array_equal(full.frames, np.arange(20))
+    assert np.allclose(full.times, np.arange(20) / 30.0)
+    assert full.scores[12] == 0.0 and full.scores[3] == 1.0
+    mid = Rotation.from_matrix(full.body_pose[12, 3])
+    r9, r15 = (
+        Rotation.from_matrix(gappy.body_pose[9, 3]),
+        Rotation.from_matrix(gappy.body_pose[10, 3]),
+    )
+    assert (mid * r9.inv()).magnitude() == pytest.approx((r15 * mid.inv()).magnitude(), rel=1e-6)
+    rigs = motion_to_rigs(Motion([gappy], 30.0, (1920, 1080), 1500.0))
+    assert rigs[0].num_frames == 20
+
+
+def test_empty_motion_is_a_user_error() -> None:
+    with pytest.raises(MocapError, match="no people"):
+        build_world(Motion([], 30.0, (1920, 1080), 1500.0))
+
+
+def test_smpl_skeleton_follows_betas_and_matches_smpl(shared_data: Path, smpl_dir: Path) -> None:
+    import smplx
+    from mocap.body.smpl import load_body_model
+
+    body = load_body_model(str(smpl_dir / "SMPL_NEUTRAL.pkl"), required=True)
+    track = real_pose_track(shared_data, 12)
+    result = build_world(Motion([track], 30.0, (1920, 1080), 1500.0), body=body)
+    rig, skel = result.rigs[0], result.skeletons[0]
+    assert skel.shaped and not any("body shape" in n for n in result.notes)
+    assert np.allclose(skel.rest_joints, body.rest_joints(track.betas[0]))
+    assert rig.mesh is not None and rig.mesh.rest_vertices.shape == (6890, 3)
+    assert np.allclose(rig.mesh.weights.sum(1), 1.0)
+    # joint world positions = SMPL's own forward kinematics (smplx), rotated into the world
+    ref_model = smplx.create(str(smpl_dir), model_type="smpl")
+    f = torch.float32
+    out = ref_model(
+        global_orient=torch.tensor(track.global_orient, dtype=f)[:, None],
+        body_pose=torch.tensor(track.body_pose, dtype=f),
+        betas=torch.tensor(track.betas, dtype=f),
+        transl=torch.tensor(track.transl, dtype=f),
+        pose2rot=False,
+    )
+    smpl_joints = out.joints[:, :24].detach().numpy().astype(np.float64)
+    expected = smpl_joints @ CAMERA_TO_WORLD.T - result.world.offset
+    assert np.abs(rig.world_positions() - expected).max() < 1e-3
