@@ -65,7 +65,8 @@ _HELP: dict[str, str] = {
     "stride": "process every N-th frame",
     "detector": "YOLO person detector: a local .pt file or an ultralytics model name "
     "(default: a COCO model, downloaded by ultralytics on first use)",
-    "det_conf": "minimum detection confidence",
+    "det_conf": "detection confidence that starts or confirms a person (weaker boxes, down to "
+    "0.1, only extend existing tracks through partial occlusion)",
     "classes": "comma-separated detector class ids or names that are people (default: COCO "
     "'person', or every class of a people-only detector)",
     "min_box": "ignore boxes whose longer side is shorter than this many pixels",

@@ -32,6 +32,7 @@ from mocap.pipeline.config import RunSettings
 
 log = logging.getLogger("mocap")
 DONE = ".done"
+LOW_SCORE = 0.1  # detections down to this score may extend (never start) a track
 _END = object()
 
 
@@ -158,67 +159,40 @@ class RunResult:
     failures: list[str] = field(default_factory=list)  # outputs that could not be written
 
 
-_ROTATIONS = ("global_orient", "body_pose")
-_VECTORS = ("betas", "cam_crop", "transl", "boxes")
+_FIELDS = ("global_orient", "body_pose", "betas", "cam_crop", "transl")
 
 
-def fill_gaps(
-    frames: np.ndarray, values: dict[str, np.ndarray], max_gap: int
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Bridge holes of at most ``max_gap`` frames: slerp rotations, lerp vectors, score 0.
+def build_track(track_id: int, rows: dict[str, list[Any]], plan: Any, times: np.ndarray) -> Track:
+    """Per-frame model outputs of one identity -> a :class:`Track` with its short gaps bridged.
 
     Arguments:
-        frames: (T,) increasing frame indices where the person was seen.
-        values: per-frame arrays with leading dim T: ``global_orient`` (T,3,3), ``body_pose``
-            (T,23,3,3), ``betas``, ``cam_crop``, ``transl``, ``boxes``, ``scores`` (T,).
-    Returns:
-        (T',) frame indices with the bridged holes filled, and the arrays at those frames. Filled
-        frames get detection score 0, which marks them as interpolated. Longer holes are kept.
+        rows: lists of per-frame values (``frames``, ``boxes``, ``scores`` and the SMPL fields).
+        plan: ``trackers.GapFill`` for ``rows["frames"]``: which samples to blend at each frame.
+        times: (N,) seconds of every decoded frame, indexed by frame index.
+    Rotations are slerped (``mocap.geometry.quat_slerp``), vectors lerped; bridged frames get
+    detection score 0, which marks them as interpolated in ``motion.npz``.
     """
     import torch
 
     from mocap.geometry import quat_slerp, quat_to_rotmat, rotmat_to_quat
 
-    steps = np.diff(frames)
-    holes = np.nonzero((steps > 1) & (steps <= max_gap + 1))[0]
-    if len(holes) == 0:
-        return frames, values
-    new = np.concatenate([np.arange(frames[i] + 1, frames[i + 1]) for i in holes])
-    left = np.searchsorted(frames, new) - 1  # index of the last seen frame before each new one
-    w = (new - frames[left]) / (frames[left + 1] - frames[left])
-    out: dict[str, np.ndarray] = {}
-    for name, v in values.items():
-        a, b = v[left], v[left + 1]
-        if name in _ROTATIONS:
-            q0, q1 = rotmat_to_quat(torch.from_numpy(a)), rotmat_to_quat(torch.from_numpy(b))
-            wt = torch.from_numpy(w).reshape((-1,) + (1,) * (q0.dim() - 2)).to(q0.dtype)
-            mid = quat_to_rotmat(quat_slerp(q0, q1, wt.expand(q0.shape[:-1]))).numpy()
-        elif name == "scores":
-            mid = np.zeros(len(new), dtype=v.dtype)
+    values: dict[str, np.ndarray] = {}
+    for name in (*_FIELDS, "boxes"):
+        v = np.asarray(np.stack(rows[name]), dtype=np.float32)
+        if name in ("global_orient", "body_pose"):
+            q = rotmat_to_quat(torch.from_numpy(v))
+            alpha = torch.from_numpy(plan.alpha).reshape((-1,) + (1,) * (q.dim() - 2))
+            q = quat_slerp(q[plan.lo], q[plan.hi], alpha.to(q.dtype).expand(q[plan.lo].shape[:-1]))
+            values[name] = np.where(
+                plan.observed.reshape((-1,) + (1,) * (v.ndim - 1)),
+                v[plan.lo],
+                quat_to_rotmat(q).numpy(),
+            )
         else:
-            ww = w.reshape((-1,) + (1,) * (v.ndim - 1))
-            mid = (1 - ww) * a + ww * b
-        out[name] = np.concatenate([v, mid.astype(v.dtype)])
-    order = np.argsort(np.concatenate([frames, new]), kind="stable")
-    return np.concatenate([frames, new])[order], {k: v[order] for k, v in out.items()}
-
-
-def build_track(
-    track_id: int, rows: dict[str, list[Any]], times: np.ndarray, max_gap: int
-) -> Track:
-    """Per-frame model outputs of one identity -> a :class:`Track` with short gaps bridged.
-
-    Arguments:
-        rows: lists of per-frame values (``frames``, the rotation/vector fields, ``scores``).
-        times: (N,) seconds of every decoded frame, indexed by frame index.
-        max_gap: longest hole (frames) to bridge with :func:`fill_gaps`.
-    """
-    frames = np.asarray(rows["frames"], dtype=np.int64)
-    order = np.argsort(frames, kind="stable")
-    names = (*_ROTATIONS, *_VECTORS, "scores")
-    values = {n: np.asarray(np.stack(rows[n]), dtype=np.float32)[order] for n in names}
-    frames, values = fill_gaps(frames[order], values, max_gap)
-    return Track(track_id=track_id, frames=frames, times=times[frames], **values)
+            values[name] = plan.lerp(v)
+    scores = np.where(plan.observed, np.asarray(rows["scores"], np.float32)[plan.lo], 0.0)
+    frames = plan.frames_out
+    return Track(track_id, frames, times[frames], scores=scores.astype(np.float32), **values)
 
 
 def clip_name(video: Path) -> str:
@@ -299,6 +273,10 @@ def process_video(
         if is_done(final):
             raise MocapError(f"{final} is already finished; pass --overwrite to redo it")
         raise MocapError(f"{final} exists but is not a mocap output; remove it or pass --overwrite")
+    from mocap.pipeline.video import open_video
+
+    # open (and probe) the video before loading any model, so bad input fails fast
+    stream = open_video(video, start=settings.start, end=settings.end, stride=settings.stride)
     timer = StageTimer()
     if engines is None:
         from mocap.pipeline.run_cmd import build_engines
@@ -310,11 +288,13 @@ def process_video(
     staging = output / f".{clip}.partial-{os.getpid()}"
     try:
         with timer("pass"):
-            result = _estimate_motion(video, settings, engines, timer, progress)
+            result = _estimate_motion(stream, settings, engines, timer, progress)
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
-        files, failures = _write_outputs(staging, video, result.motion, settings, engines, timer)
-        warnings = [*engines.warnings, *collector.lines]
+        files, failures, notes = _write_outputs(
+            staging, video, result.motion, settings, engines, timer
+        )
+        warnings = [*engines.warnings, *collector.lines, *notes]
         _write_run_json(staging, video, result, settings, engines, timer, files, warnings, failures)
         (staging / DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
         _publish(staging, final)
@@ -337,20 +317,21 @@ def process_video(
 
 
 def _estimate_motion(
-    video: Path, settings: RunSettings, engines: Engines, timer: StageTimer, progress: bool
+    stream: Any, settings: RunSettings, engines: Engines, timer: StageTimer, progress: bool
 ) -> _Pass:
     """The streaming pass: frames in, finished (bridged, filtered, smoothed) tracks out."""
     import torch
     from tqdm import tqdm
 
     from mocap.model.crop import crop_person
-    from mocap.pipeline.video import open_video
     from mocap.smoothing import smooth_track
-    from trackers import build_tracker
+    from trackers import build_tracker, finish_tracks
 
-    stream = open_video(video, start=settings.start, end=settings.end, stride=settings.stride)
+    video = stream.info.path
     image_size = (int(stream.info.width), int(stream.info.height))
-    tracker = build_tracker(max_gap=settings.max_gap)
+    # ByteTrack: confident boxes (>= det_conf) start and match tracks, weaker ones only extend them
+    low = min(LOW_SCORE, settings.det_conf)
+    tracker = build_tracker(max_gap=settings.max_gap, high_thresh=settings.det_conf, low_thresh=low)
     rows: dict[int, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
     times: list[float] = []  # per decoded frame
     pending: list[tuple[int, int, np.ndarray, float, Any]] = []  # (id, frame, box, score, crop)
@@ -391,12 +372,10 @@ def _estimate_motion(
                 with timer("track"):
                     tracked = tracker.update(det.boxes, det.scores, frame.index)
                 with timer("crop"):
-                    for tid, box, score in zip(
-                        tracked.ids, tracked.boxes, tracked.scores, strict=True
-                    ):
-                        crop = crop_person(frame.image, box)
-                        pending.append((int(tid), frame.index, np.asarray(box), float(score), crop))
-                        detections += 1
+                    for t in tracked:
+                        crop = crop_person(frame.image, t.box)
+                        pending.append((t.track_id, frame.index, np.asarray(t.box), t.score, crop))
+                detections += len(tracked)
             while len(pending) >= settings.batch_size:
                 infer(pending[: settings.batch_size])
                 del pending[: settings.batch_size]
@@ -412,26 +391,24 @@ def _estimate_motion(
             f"no person detected in {video}; lower --det-conf or --min-box, or check --detector / --classes"
         )
     min_len = min(settings.min_track_length, len(times))
+    plans = finish_tracks({i: r["frames"] for i, r in rows.items()}, settings.max_gap, min_len)
+    kept, jitter = [], {}
     with timer("smooth"):
-        tracks = [
-            build_track(i, r, np.asarray(times), settings.max_gap) for i, r in sorted(rows.items())
-        ]
-        kept, jitter = [], {}
-        for track in tracks:
-            if len(track) >= min_len:
-                # betas held at the per-track median; rotations filtered on SO(3)
-                track, report = smooth_track(
-                    track, settings.smooth, settings.smooth_strength, engines.body
-                )
-                kept.append(track)
-                jitter[track.track_id] = (report.before, report.after)
+        for tid, plan in plans.items():
+            track = build_track(tid, rows[tid], plan, np.asarray(times))
+            # betas held at the per-track median; rotations filtered on SO(3)
+            track, report = smooth_track(
+                track, settings.smooth, settings.smooth_strength, engines.body
+            )
+            kept.append(track)
+            jitter[tid] = (report.before, report.after)
     if not kept:
         raise MocapError(
-            f"all {len(tracks)} people in {video} were seen in fewer than {min_len} frames; "
+            f"all {len(rows)} people in {video} were seen in fewer than {min_len} frames; "
             "lower --min-track-length"
         )
-    if len(kept) < len(tracks):
-        log.info("dropped %d short tracks (< %d frames)", len(tracks) - len(kept), min_len)
+    if len(kept) < len(rows):
+        log.info("dropped %d short tracks (< %d frames)", len(rows) - len(kept), min_len)
     motion = Motion(kept, float(stream.fps), image_size, focal[0], source=str(video))
     return _Pass(motion, len(times), detections, jitter)
 
@@ -443,10 +420,11 @@ def _write_outputs(
     settings: RunSettings,
     engines: Engines,
     timer: StageTimer,
-) -> tuple[list[Path], list[str]]:
+) -> tuple[list[Path], list[str], list[str]]:
     """motion.npz (always), config.yaml, exporter files and the preview into ``staging``.
 
-    Returns the files written and one line per output that failed (the others are still written).
+    Returns the files written, one line per output that failed (the others are still written) and
+    the exporters' notes.
     """
     from mocap.pipeline.config import save_config
 
@@ -454,21 +432,22 @@ def _write_outputs(
         files = [motion.save(staging / "motion.npz"), staging / "config.yaml"]
         save_config(settings, staging / "config.yaml")
     failures: list[str] = []
-    formats = [f for f in settings.formats if f != "npz"]
-    if formats:
+    notes: list[str] = []
+    if settings.formats:
         from exporters import export_motion
 
         with timer("export"):
             report = export_motion(
                 motion,
                 staging,
-                formats,
+                settings.formats,
                 body=engines.body,
                 per_person=settings.per_person,
                 units=settings.units,
             )
-        files += [Path(p) for p in report.files]
-        failures += [str(f) for f in report.failures]
+        files += report.files
+        failures += [f"{f.person} {f.format}: {f.message}" for f in report.failures]
+        notes += report.notes
     if settings.preview:
         from mocap.pipeline.preview import render_preview
 
@@ -479,9 +458,11 @@ def _write_outputs(
                 )
             except MocapError as exc:
                 failures.append(f"preview: {exc}")
+    for line in notes:
+        log.debug("%s", line)
     for line in failures:
         log.warning("%s", line)
-    return files, failures
+    return files, failures, notes
 
 
 def _write_run_json(

@@ -21,7 +21,7 @@ from mocap.errors import MocapError
 from mocap.pipeline.config import RunSettings, add_settings_arguments
 
 if TYPE_CHECKING:
-    from mocap.pipeline.run import Engines
+    from mocap.pipeline.run import LOW_SCORE, Engines
 
 log = logging.getLogger("mocap")
 
@@ -108,7 +108,7 @@ def build_engines(settings: RunSettings) -> "Engines":
     from mocap.body.smpl import load_body_model
     from mocap.model.predictor import Predictor
     from mocap.pipeline.detect import DEFAULT_DETECTOR, PersonDetector
-    from mocap.pipeline.run import Engines
+    from mocap.pipeline.run import LOW_SCORE, Engines
 
     device = auto_device(settings.device)
     precision = auto_precision(settings.precision, device)
@@ -128,7 +128,7 @@ def build_engines(settings: RunSettings) -> "Engines":
     )
     detector = PersonDetector(
         settings.detector or DEFAULT_DETECTOR,
-        conf=settings.det_conf,
+        conf=min(LOW_SCORE, settings.det_conf),  # weak boxes feed the tracker's second stage
         classes=settings.classes,
         min_size=settings.min_box,
         device=device,
