@@ -194,6 +194,7 @@ class PersonDetector:
             conf=self.conf,
             iou=self.iou,
             classes=self.classes,
+            agnostic_nms=True,  # every kept class is a person: one box per person, not per class
             imgsz=self.imgsz,
             device=self.device,
             verbose=False,

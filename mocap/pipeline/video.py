@@ -248,8 +248,10 @@ class _Damage:
     strict: bool = False
     count: int = 0
 
-    def report(self, path: Path, what: str, exc: Exception | None) -> None:
-        if self.strict:
+    def report(
+        self, path: Path, what: str, exc: Exception | None, recoverable: bool = False
+    ) -> None:
+        if self.strict and not recoverable:
             raise _DamageFound(what)
         if self.count == 0:
             detail = f" ({exc})" if exc else ""
@@ -278,7 +280,10 @@ def _decode(
         except av.error.FFmpegError as exc:
             damage.report(path, "skipped damaged video data", exc)
             continue
-        yield from frames
+        for frame in frames:
+            if frame.is_corrupt:  # concealed by the decoder: usable, but say so
+                damage.report(path, "some frames are damaged", None, recoverable=True)
+            yield frame
 
 
 def _read_image(path: Path) -> np.ndarray:
