@@ -21,7 +21,7 @@ from mocap.errors import MocapError
 from mocap.pipeline.config import RunSettings, add_settings_arguments
 
 if TYPE_CHECKING:
-    from mocap.pipeline.run import LOW_SCORE, Engines
+    from mocap.pipeline.run import Engines
 
 log = logging.getLogger("mocap")
 
