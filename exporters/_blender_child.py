@@ -22,40 +22,16 @@ from typing import Any
 import bpy
 import numpy as np
 from bpy_extras import anim_utils
+from scipy.spatial.transform import Rotation
 
 YUP_TO_ZUP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 LEAF_MIN_LENGTH = 0.05  # metres
 
 
 def quat_from_matrix(m: np.ndarray) -> np.ndarray:
-    """Rotation matrices (...,3,3) -> unit quaternions (...,4) as (w, x, y, z), Shepperd's method."""
-    m = np.asarray(m, np.float64)
-    tr = np.trace(m, axis1=-2, axis2=-1)
-    diag = np.diagonal(m, axis1=-2, axis2=-1)
-    # 4 * q_i^2 for i = w, x, y, z; solve from the largest for numerical stability.
-    sq = np.stack([1 + tr, 1 + 2 * diag[..., 0] - tr, 1 + 2 * diag[..., 1] - tr, 1 + 2 * diag[..., 2] - tr], -1)
-    best = np.argmax(sq, axis=-1)
-    d = np.stack(
-        [
-            m[..., 2, 1] - m[..., 1, 2],
-            m[..., 0, 2] - m[..., 2, 0],
-            m[..., 1, 0] - m[..., 0, 1],
-            m[..., 0, 1] + m[..., 1, 0],
-            m[..., 0, 2] + m[..., 2, 0],
-            m[..., 1, 2] + m[..., 2, 1],
-        ],
-        -1,
-    )  # (zy-yz, xz-zx, yx-xy, xy+yx, xz+zx, yz+zy)
-    # Each row: quaternion * (4 * q_best) expressed through d and sq.
-    rows = [
-        np.stack([sq[..., 0], d[..., 0], d[..., 1], d[..., 2]], -1),
-        np.stack([d[..., 0], sq[..., 1], d[..., 3], d[..., 4]], -1),
-        np.stack([d[..., 1], d[..., 3], sq[..., 2], d[..., 5]], -1),
-        np.stack([d[..., 2], d[..., 4], d[..., 5], sq[..., 3]], -1),
-    ]
-    q = np.take_along_axis(np.stack(rows, -2), best[..., None, None], -2)[..., 0, :]
-    q /= np.linalg.norm(q, axis=-1, keepdims=True)
-    return q * np.where(q[..., :1] < 0, -1.0, 1.0)
+    """Rotation matrices (...,3,3) -> unit quaternions (...,4) as Blender's (w, x, y, z)."""
+    xyzw = Rotation.from_matrix(m.reshape(-1, 3, 3)).as_quat()
+    return np.roll(xyzw, 1, axis=-1).reshape(*m.shape[:-2], 4)
 
 
 def sign_continuous(q: np.ndarray) -> np.ndarray:
@@ -65,25 +41,27 @@ def sign_continuous(q: np.ndarray) -> np.ndarray:
     return q * np.where(flips % 2 == 1, -1.0, 1.0)[..., None]
 
 
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = float(np.linalg.norm(v))
+    return v / n if n > 1e-9 else np.array([0.0, 0.0, 1.0])
+
+
 def bone_tails(heads: np.ndarray, parents: list[int]) -> np.ndarray:
-    """(J,3) tail for each bone: its main child (the one continuing the chain), else extended."""
+    """(J,3) tail of each bone (Z-up): the child that best continues the chain, else extended."""
     tails = np.zeros_like(heads)
     for j, p in enumerate(parents):
-        kids = [k for k, q in enumerate(parents) if q == j]
-        if p >= 0 and np.linalg.norm(heads[j] - heads[p]) > 1e-6:
-            ref = heads[j] - heads[p]
-        elif kids:
-            ref = np.mean([heads[k] - heads[j] for k in kids], 0)
-        else:
-            ref = np.array([0.0, 0.0, 1.0])
-        ref = ref / max(float(np.linalg.norm(ref)), 1e-9)
-        long_kids = [k for k in kids if np.linalg.norm(heads[k] - heads[j]) > 1e-4]
-        if long_kids:
-            k = max(long_kids, key=lambda k: float(ref @ (heads[k] - heads[j])) / float(np.linalg.norm(heads[k] - heads[j])))
-            tails[j] = heads[k]
-        else:
-            parent_len = float(np.linalg.norm(heads[j] - heads[p])) if p >= 0 else 0.0
-            tails[j] = heads[j] + ref * max(0.5 * parent_len, LEAF_MIN_LENGTH)
+        kids = [
+            k
+            for k, q in enumerate(parents)
+            if q == j and np.linalg.norm(heads[k] - heads[j]) > 1e-4
+        ]
+        spread = [heads[k] - heads[j] for k in kids] or [np.array([0.0, 0.0, 1.0])]
+        ref = _unit(heads[j] - heads[p] if p >= 0 else np.mean(spread, 0))
+        if kids:  # e.g. spine3 -> neck (not a collar), pelvis -> spine1 (between the hips)
+            tails[j] = heads[max(kids, key=lambda k: float(ref @ _unit(heads[k] - heads[j])))]
+        else:  # leaf: half the parent bone's length along the parent's direction
+            length = 0.5 * float(np.linalg.norm(heads[j] - heads[p])) if p >= 0 else 0.0
+            tails[j] = heads[j] + ref * max(length, LEAF_MIN_LENGTH)
     return tails
 
 
@@ -97,7 +75,9 @@ def new_scene(fps: float) -> bpy.types.Scene:
     return scene
 
 
-def build_armature(scene: bpy.types.Scene, meta: dict[str, Any], offsets: np.ndarray) -> bpy.types.Object:
+def build_armature(
+    scene: bpy.types.Scene, meta: dict[str, Any], offsets: np.ndarray
+) -> bpy.types.Object:
     """Armature object at the origin with one bone per joint at the rest pose (Z-up)."""
     names, parents = meta["joint_names"], meta["parents"]
     rest = np.zeros_like(offsets)
@@ -110,7 +90,7 @@ def build_armature(scene: bpy.types.Scene, meta: dict[str, Any], offsets: np.nda
     scene.collection.objects.link(obj)
     bpy.context.view_layer.objects.active = obj
     bpy.ops.object.mode_set(mode="EDIT")
-    bones = []
+    bones: list[bpy.types.EditBone] = []
     for j, name in enumerate(names):
         eb = data.edit_bones.new(name)
         eb.head, eb.tail = heads[j].tolist(), tails[j].tolist()
@@ -148,9 +128,14 @@ def key_animation(
     slot = action.slots.new(id_type="OBJECT", name=obj.name)
     obj.animation_data.action_slot = slot
     bag = anim_utils.action_ensure_channelbag_for_slot(action, slot)
-    channels = [(f'pose.bones["{b.name}"].rotation_quaternion', b.name, quats[:, j]) for j, b in enumerate(bones)]
+    channels = [
+        (f'pose.bones["{b.name}"].rotation_quaternion', b.name, quats[:, j])
+        for j, b in enumerate(bones)
+    ]
     channels.append((f'pose.bones["{bones[0].name}"].location', bones[0].name, loc))
-    linear = [bpy.types.Keyframe.bl_rna.properties["interpolation"].enum_items["LINEAR"].value] * len(frames)
+    linear = [
+        bpy.types.Keyframe.bl_rna.properties["interpolation"].enum_items["LINEAR"].value
+    ] * len(frames)
     for path, group, values in channels:
         for i in range(values.shape[1]):
             fc = bag.fcurves.new(path, index=i, group_name=group)
@@ -161,7 +146,12 @@ def key_animation(
 
 
 def add_mesh(
-    scene: bpy.types.Scene, arm: bpy.types.Object, names: list[str], verts: np.ndarray, faces: np.ndarray, weights: np.ndarray
+    scene: bpy.types.Scene,
+    arm: bpy.types.Object,
+    names: list[str],
+    verts: np.ndarray,
+    faces: np.ndarray,
+    weights: np.ndarray,
 ) -> None:
     """Skinned mesh (rest vertices (V,3) Y-up, weights (V,J) by ``names``) bound to ``arm``."""
     mesh = bpy.data.meshes.new(f"{arm.name}_body")
@@ -182,7 +172,9 @@ def add_mesh(
 def write_file(fmt: str, tmp: Path, final: Path) -> None:
     """Write the current scene as ``fmt`` to ``tmp``, then rename it to ``final``."""
     if fmt == "blend":
-        bpy.ops.wm.save_as_mainfile(filepath=str(tmp), check_existing=False, compress=True, copy=True)
+        bpy.ops.wm.save_as_mainfile(
+            filepath=str(tmp), check_existing=False, compress=True, copy=True
+        )
     elif fmt == "fbx":
         bpy.ops.export_scene.fbx(
             filepath=str(tmp), check_existing=False, object_types={"ARMATURE", "MESH"},
@@ -197,13 +189,15 @@ def write_file(fmt: str, tmp: Path, final: Path) -> None:
         out = tmp / final.name if fmt == "gltf" else tmp
         if fmt == "gltf":
             tmp.mkdir()
-        bpy.ops.export_scene.gltf(
-            filepath=str(out), check_existing=False, export_format="GLB" if fmt == "glb" else "GLTF_SEPARATE",
-            export_yup=True, export_apply=False, export_animations=True, export_animation_mode="ACTIONS",
-            export_force_sampling=True, export_frame_step=1, export_optimize_animation_size=False,
-            export_skins=True, export_all_influences=True, export_def_bones=False, export_leaf_bone=False,
-            export_materials="NONE", export_texcoords=False,
-        )  # fmt: skip
+        # Blender 5.0's glTF exporter converts frames to seconds with fps * fps_base (instead of
+        # fps / fps_base); invert fps_base while it runs so 29.97 fps keys land at k / 29.97 s.
+        render = bpy.context.scene.render
+        base = render.fps_base
+        render.fps_base = 1.0 / base
+        try:
+            export_gltf(out, fmt)
+        finally:
+            render.fps_base = base
         if fmt == "gltf":  # the .gltf names its .bin, so both keep their final names
             for part in sorted(tmp.iterdir(), key=lambda f: f.suffix == ".gltf"):
                 os.replace(part, final.with_name(part.name))
@@ -212,6 +206,17 @@ def write_file(fmt: str, tmp: Path, final: Path) -> None:
     else:
         raise ValueError(f"unknown format {fmt}")
     os.replace(tmp, final)
+
+
+def export_gltf(path: Path, fmt: str) -> None:
+    """glTF 2.0 (Y-up): skin with every influence, every frame sampled, no modifiers applied."""
+    bpy.ops.export_scene.gltf(
+        filepath=str(path), check_existing=False, export_format="GLB" if fmt == "glb" else "GLTF_SEPARATE",
+        export_yup=True, export_apply=False, export_animations=True, export_animation_mode="SCENE", export_anim_scene_split_object=False,
+        export_force_sampling=True, export_frame_step=1, export_optimize_animation_size=False,
+        export_skins=True, export_all_influences=True, export_def_bones=False, export_leaf_bone=False,
+        export_materials="NONE", export_texcoords=False,
+    )  # fmt: skip
 
 
 def run_job(job_file: str) -> int:
@@ -233,6 +238,7 @@ def run_job(job_file: str) -> int:
             start = time.perf_counter()
             scene = new_scene(metas[0]["fps"])
             combined = len(rig_ids) > 1
+            scene.name = "people" if combined else metas[0]["name"]  # names the glTF animation
             first, last = [], []
             for i, meta in zip(rig_ids, metas, strict=True):
                 arm = build_armature(scene, meta, arrays[f"{i}_offsets"])
@@ -241,13 +247,22 @@ def run_job(job_file: str) -> int:
                 first.append(f0)
                 last.append(f0 + arrays[f"{i}_rot"].shape[0] - 1)
                 if meta["mesh"]:
-                    add_mesh(scene, arm, meta["joint_names"], arrays[f"{i}_verts"], arrays[f"{i}_faces"], arrays[f"{i}_weights"])
+                    add_mesh(
+                        scene,
+                        arm,
+                        meta["joint_names"],
+                        arrays[f"{i}_verts"],
+                        arrays[f"{i}_faces"],
+                        arrays[f"{i}_weights"],
+                    )
             scene.frame_start, scene.frame_end = min(first), max(last)
             scene.frame_set(scene.frame_start)
             result["scene_seconds"] += time.perf_counter() - start
         except Exception as exc:  # the scene failed: every file of it fails, other scenes go on
             for out in outs:
-                record(out, f"building the Blender scene for {Path(out['path']).name} failed: {exc!r}")
+                record(
+                    out, f"building the Blender scene for {Path(out['path']).name} failed: {exc!r}"
+                )
             traceback.print_exc()
             continue
         for out in outs:
@@ -303,8 +318,22 @@ def read_file(path: str, out: str, samples: int) -> int:
     else:
         bpy.ops.import_scene.gltf(filepath=path)
     scene = bpy.context.scene
+    # Seconds in the file of each imported frame, undoing each importer's own conversion:
+    # the FBX importer maps t -> 1 + t * round(fps) (integer fps even for 29.97), the glTF one
+    # t -> t * fps * fps_base.
+    rate, base = scene.render.fps, scene.render.fps_base
+    if suffix == ".fbx":
+        to_seconds = lambda f: (f - 1.0) / rate  # noqa: E731
+    elif suffix == ".blend":
+        to_seconds = lambda f: f * base / rate  # noqa: E731
+    else:
+        to_seconds = lambda f: f / (rate * base)  # noqa: E731
     dump: dict[str, np.ndarray] = {}
-    meta: dict[str, Any] = {"fps": scene.render.fps / scene.render.fps_base, "armatures": [], "meshes": []}
+    meta: dict[str, Any] = {
+        "fps": scene.render.fps / scene.render.fps_base,
+        "armatures": [],
+        "meshes": [],
+    }
     meta.update(frame_start=scene.frame_start, frame_end=scene.frame_end)
     arms = sorted((o for o in scene.objects if o.type == "ARMATURE"), key=lambda o: o.name)
     for i, arm in enumerate(arms):
@@ -317,6 +346,7 @@ def read_file(path: str, out: str, samples: int) -> int:
             joints[k] = heads @ mw[:3, :3].T + mw[:3, 3]
         meta["armatures"].append({"name": arm.name, "bones": [b.name for b in arm.pose.bones]})
         dump[f"a{i}_frames"], dump[f"a{i}_joints"] = frames, joints
+        dump[f"a{i}_times"] = to_seconds(frames)
         skinned = [o for o in scene.objects if o.type == "MESH" and o.find_armature() == arm]
         for obj in sorted(skinned, key=lambda o: o.name):
             m = len(meta["meshes"])

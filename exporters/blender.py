@@ -37,12 +37,10 @@ mesh without pose-corrective blend shapes.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +66,8 @@ class ArmatureDump:
 
     name: str
     bone_names: tuple[str, ...]  # (J,)
-    frames: np.ndarray  # (K,) keyed frames, ascending (may be fractional after glTF import)
+    frames: np.ndarray  # (K,) keyed frames in the importing scene, ascending (may be fractional)
+    times: np.ndarray  # (K,) the same keys in seconds as stored in the file
     joint_positions: np.ndarray  # (K,J,3) bone heads in world space at those frames
 
 
@@ -225,7 +224,9 @@ def read_with_blender(path: Path, mesh_samples: int = 3, timeout: float = 300.0)
             d = {k: z[k] for k in z.files}
     meta = json.loads(str(d["meta"]))
     arms = [
-        ArmatureDump(a["name"], tuple(a["bones"]), d[f"a{i}_frames"], d[f"a{i}_joints"])
+        ArmatureDump(
+            a["name"], tuple(a["bones"]), d[f"a{i}_frames"], d[f"a{i}_times"], d[f"a{i}_joints"]
+        )
         for i, a in enumerate(meta["armatures"])
     ]
     meshes = [
@@ -252,4 +253,3 @@ def benchmark_blender_export(
     secs = {Path(p).suffix[1:]: float(s) for p, s in result["seconds"].items()}
     secs["scene"] = float(result["scene_seconds"])
     return secs
-
