@@ -76,17 +76,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_settings_arguments(parser)
 
 
-def collect_clips(inputs: list[str]) -> tuple[list[Path], list[ClipStatus]]:
-    """Expand INPUTS into clip paths (sorted, de-duplicated) plus failures for inputs that do not exist."""
+def collect_clips(inputs: list[str]) -> tuple[list[Path], list[ClipStatus], list[str]]:
+    """Expand INPUTS into clips (de-duplicated), failures for paths that do not exist, and notes on
+    inputs that held nothing to convert."""
     clips: list[Path] = []
     missing: list[ClipStatus] = []
+    notes: list[str] = []
     for text in inputs:
         path = Path(text).expanduser()
         if not path.exists() and glob.has_magic(text):
             matches = [Path(m) for m in sorted(glob.glob(os.path.expanduser(text), recursive=True))]
             found = [m for m in matches if m.is_file() and m.suffix.lower() in VIDEO_SUFFIXES]
             if not found:
-                log.warning("no videos match %s", text)
+                notes.append(f"no videos match {text}")
             clips += found
         elif path.is_dir():
             files = sorted(p for p in path.iterdir() if p.is_file())
@@ -96,7 +98,7 @@ def collect_clips(inputs: list[str]) -> tuple[list[Path], list[ClipStatus]]:
             elif any(p.suffix.lower() in IMAGE_SUFFIXES for p in files):
                 clips.append(path)  # a folder of frames is one clip
             else:
-                log.warning("%s holds no videos or images; skipped", path)
+                notes.append(f"{path} holds no videos or images")
         elif path.is_file():
             clips.append(path)
         else:
@@ -107,7 +109,7 @@ def collect_clips(inputs: list[str]) -> tuple[list[Path], list[ClipStatus]]:
     unique: dict[Path, Path] = {}
     for clip in clips:
         unique.setdefault(clip.resolve(), clip)
-    return list(unique.values()), missing
+    return list(unique.values()), missing, notes
 
 
 def output_names(clips: list[Path]) -> list[str]:
@@ -178,11 +180,13 @@ def run(args: argparse.Namespace) -> int:
     settings = resolve_settings(args)
     out = Path(args.output).expanduser()
     check_output_root(out)
-    clips, rows = collect_clips(args.inputs)
+    clips, rows, notes = collect_clips(args.inputs)
     if not clips and not rows:
         raise MocapError(
             f"no videos found in {' '.join(args.inputs)}; give video files, folders or globs"
         )
+    for note in notes:
+        log.warning("%s; skipped", note)
     for bad in rows:
         print(f"mocap: {bad.name}: failed: {bad.error}", file=sys.stderr)
     engines: Engines | None = None
@@ -214,7 +218,8 @@ def run(args: argparse.Namespace) -> int:
                 )
             else:
                 row.frames, row.people = result.frames, len(result.track_lengths)
-                row.error = "; ".join(result.failures)
+                if result.failures:  # outputs written except these; retried by the next batch
+                    row.status, row.error = "failed", "; ".join(result.failures)
             row.seconds = time.perf_counter() - t0
             if row.status == "failed":
                 print(f"mocap: {name}: failed: {row.error}", file=sys.stderr)

@@ -193,7 +193,12 @@ def load_config(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise MocapError(f"config file {path} is not valid YAML ({exc}); fix or remove it") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise MocapError(
+            f"config file {path} is not valid YAML ({problem}{where}); fix it"
+        ) from None
     if not isinstance(data, dict):
         raise MocapError(f"config file {path} must be a mapping of setting: value")
     names = {f.name for f in fields(RunSettings)}

@@ -8,7 +8,8 @@ Data flow (one pass, memory flat in video length):
 Only ``batch_size`` frames and ``batch_size`` crops are alive at any time. After the pass, tracks are
 finished (gaps bridged, short tracks dropped, betas held, smoothed) and written to a hidden staging
 folder that is renamed to ``OUT/<clip>`` only when complete, so an interrupted run never leaves
-output that looks finished; ``.done`` is the last file written.
+output that looks finished; ``.done`` is the last file written, and only when every requested
+output was written (a clip with a failed export is redone by the next `mocap batch`).
 """
 
 import logging
@@ -225,9 +226,30 @@ class _WarningLog(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.lines: list[str] = []
+        self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(record.getMessage())
+
+
+@contextmanager
+def _held_warnings(name: str) -> Iterator[None]:
+    """Hold the log records of logger ``name``; replay them only if the block succeeds.
+
+    A probe that fails raises one MocapError line; the warnings that led to it would only repeat it.
+    """
+    logger, held = logging.getLogger(name), _WarningLog()
+    held.setLevel(logging.DEBUG)
+    held.emit = held.records.append  # type: ignore[method-assign]
+    propagate, logger.propagate = logger.propagate, False
+    logger.addHandler(held)
+    try:
+        yield
+    finally:
+        logger.removeHandler(held)
+        logger.propagate = propagate
+    for record in held.records:  # reached only on success
+        logger.handle(record)
 
 
 @dataclass
@@ -272,11 +294,15 @@ def process_video(
     if final.exists() and not settings.overwrite:
         if is_done(final):
             raise MocapError(f"{final} is already finished; pass --overwrite to redo it")
-        raise MocapError(f"{final} exists but is not a mocap output; remove it or pass --overwrite")
+        if not (final / "run.json").is_file():  # an unfinished run of ours is redone silently
+            raise MocapError(
+                f"{final} exists but is not a mocap output; remove it or pass --overwrite"
+            )
     from mocap.pipeline.video import open_video
 
     # open (and probe) the video before loading any model, so bad input fails fast
-    stream = open_video(video, start=settings.start, end=settings.end, stride=settings.stride)
+    with _held_warnings("mocap.pipeline.video"):
+        stream = open_video(video, start=settings.start, end=settings.end, stride=settings.stride)
     timer = StageTimer()
     if engines is None:
         from mocap.pipeline.run_cmd import build_engines
@@ -296,7 +322,8 @@ def process_video(
         )
         warnings = [*engines.warnings, *collector.lines, *notes]
         _write_run_json(staging, video, result, settings, engines, timer, files, warnings, failures)
-        (staging / DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
+        if not failures:  # a clip with a failed output is redone by the next batch
+            (staging / DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
         _publish(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

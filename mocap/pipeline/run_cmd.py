@@ -159,13 +159,22 @@ def build_engines(settings: RunSettings) -> "Engines":
 
 
 def setup_logging(args: argparse.Namespace) -> None:
-    """``mocap: message`` lines on stderr; -q keeps warnings only, -v adds debugging details."""
+    """``mocap: message`` lines: information on stdout, warnings on stderr (errors come from the CLI).
+
+    -q keeps warnings only, -v adds debugging details.
+    """
     level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
-    log = logging.getLogger("mocap")
     log.handlers.clear()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("mocap: %(message)s"))
-    log.addHandler(handler)
+    fmt = logging.Formatter("mocap: %(message)s")
+    info = logging.StreamHandler(sys.stdout)
+    info.addFilter(lambda record: record.levelno < logging.WARNING)
+    warn = logging.StreamHandler(sys.stderr)
+    warn.setLevel(logging.WARNING)
+    fmt_warn = logging.Formatter("mocap: warning: %(message)s")
+    info.setFormatter(fmt)
+    warn.setFormatter(fmt_warn)
+    log.addHandler(info)
+    log.addHandler(warn)
     log.setLevel(level)
     log.propagate = False
 
@@ -183,6 +192,4 @@ def run(args: argparse.Namespace) -> int:
             f"{result.clip}: {result.frames} frames, {len(result.track_lengths)} people ({people})"
         )
         print(f"outputs in {result.out_dir}")
-    for line in result.failures:
-        print(f"mocap: warning: {line}", file=sys.stderr)
     return 1 if result.failures else 0
