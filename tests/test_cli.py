@@ -75,7 +75,8 @@ def test_flags_override_config_file(tmp_path: Path) -> None:
 def test_saved_config_reads_back(tmp_path: Path) -> None:
     from mocap.pipeline.config import save_config
 
-    s = RunSettings(stride=2, formats=["bvh"], focal_length=1200.0, classes=[0, "person"])
+    classes: list[int | str] = [0, "person"]
+    s = RunSettings(stride=2, formats=["bvh"], focal_length=1200.0, classes=classes)
     save_config(s, tmp_path / "config.yaml")
     args = build_parser().parse_args(
         ["run", "x.mp4", "-o", "o", "--config", str(tmp_path / "config.yaml")]

@@ -13,6 +13,7 @@ output was written (a clip with a failed export is redone by the next `mocap bat
 """
 
 import logging
+import logging.handlers
 import os
 import queue
 import shutil
@@ -226,7 +227,6 @@ class _WarningLog(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.lines: list[str] = []
-        self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(record.getMessage())
@@ -238,9 +238,7 @@ def _held_warnings(name: str) -> Iterator[None]:
 
     A probe that fails raises one MocapError line; the warnings that led to it would only repeat it.
     """
-    logger, held = logging.getLogger(name), _WarningLog()
-    held.setLevel(logging.DEBUG)
-    held.emit = held.records.append  # type: ignore[method-assign]
+    logger, held = logging.getLogger(name), logging.handlers.BufferingHandler(capacity=10_000)
     propagate, logger.propagate = logger.propagate, False
     logger.addHandler(held)
     try:
@@ -248,7 +246,7 @@ def _held_warnings(name: str) -> Iterator[None]:
     finally:
         logger.removeHandler(held)
         logger.propagate = propagate
-    for record in held.records:  # reached only on success
+    for record in held.buffer:  # reached only on success
         logger.handle(record)
 
 
