@@ -31,10 +31,8 @@ class RunSettings:
     # detection and tracking
     detector: str | None = None  # local .pt path or ultralytics model name; None = COCO default
     det_conf: float = 0.4
-    classes: list[int] | None = (
-        None  # detector class ids counted as people; None = detector default
-    )
-    min_box: float = 40.0  # pixels, smaller boxes (height) are ignored
+    classes: list[int | str] | None = None  # class ids / names that are people; None = default
+    min_box: float = 40.0  # pixels; boxes whose longer side is shorter are ignored
     min_track_length: int = 10  # frames; tracks shorter than this (and than the clip) are dropped
     max_gap: int = 15  # frames; shorter occlusions are bridged and interpolated
     # model
@@ -208,9 +206,10 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raise MocapError(
             f"unknown setting(s) {', '.join(unknown)} in {path}; valid keys: {', '.join(sorted(names))}"
         )
-    for key in ("formats", "classes"):
-        if isinstance(out.get(key), str):
-            out[key] = [s.strip() for s in out[key].split(",") if s.strip()]
+    if isinstance(out.get("formats"), str):
+        out["formats"] = [s.strip() for s in out["formats"].split(",") if s.strip()]
+    if isinstance(out.get("classes"), str | int):
+        out["classes"] = [_class_id(s.strip()) for s in str(out["classes"]).split(",") if s.strip()]
     return out
 
 
