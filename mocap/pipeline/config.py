@@ -252,10 +252,8 @@ def validate(s: RunSettings) -> None:
     bad = [f for f in s.formats if f not in FORMATS]
     check(not bad and bool(s.formats), f"unknown format(s) {bad}; choose from {','.join(FORMATS)}")
     for p, flag in ((s.checkpoint, "--checkpoint"), (s.smpl, "--smpl")):
-        check(
-            p is None or Path(p).expanduser().is_file(),
-            f"{flag} file not found: {p}; check the path",
-        )
+        ok = p is None or Path(p).expanduser().is_file() or (flag == "--smpl" and Path(p).is_dir())
+        check(ok, f"{flag} file not found: {p}; check the path")
     if s.device == "cuda":
         import torch
 

@@ -105,7 +105,7 @@ def build_engines(settings: RunSettings) -> "Engines":
     import av
     import ultralytics
 
-    from mocap.body.smpl import load_body_model
+    from mocap.body.smpl import find_smpl, load_body_model
     from mocap.model.predictor import Predictor
     from mocap.pipeline.detect import DEFAULT_DETECTOR, PersonDetector
     from mocap.pipeline.run import LOW_SCORE, Engines
@@ -146,7 +146,7 @@ def build_engines(settings: RunSettings) -> "Engines":
             "device": device,
             "precision": precision,
         },
-        body_label=f"SMPL ({settings.smpl or 'default location'})"
+        body_label=f"SMPL ({find_smpl(settings.smpl)})"
         if body is not None
         else "built-in skeleton",
         versions={
