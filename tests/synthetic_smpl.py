@@ -24,6 +24,7 @@ import pickle
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse
@@ -237,7 +238,7 @@ def _landmark_permutation(v: np.ndarray) -> np.ndarray:
 
 
 @cache
-def synthetic_smpl_arrays() -> dict[str, np.ndarray]:
+def synthetic_smpl_arrays() -> dict[str, Any]:
     """The synthetic model as SMPL's pickle dict (numpy arrays, sparse J_regressor); cached."""
     joints = rest_joints()
     parts = _all_parts()

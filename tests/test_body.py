@@ -1,16 +1,25 @@
 """The synthetic SMPL-format body (loaded by smplx like a real file) and mocap's safe body model."""
 
 import math
+import os
 import pickle
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import scipy.sparse
 import smplx
 import torch
+from synthetic_smpl import rest_joints as synthetic_rest_joints
+from synthetic_smpl import synthetic_smpl_arrays
 
+from mocap import geometry
 from mocap.body.joints import SMPL_JOINT_NAMES, SMPL_PARENTS
+from mocap.body.smpl import find_smpl, load_body_model
+from mocap.body.smpl_file import load_regressor, load_smpl_file
+from mocap.errors import MocapError
 
 SUBTREE_OF_LEFT_ELBOW = [18, 20, 22]
 
@@ -110,3 +119,183 @@ def test_shape_and_pose_blend_shapes_are_non_trivial(smplx_model: smplx.SMPL) ->
     knee = slice(9 * 3, 9 * 4)  # features of joint 4 (left knee)
     assert posedirs[knee].abs().max() > 1e-3
     assert posedirs[knee].abs().sum((0, 2))[smplx_model.lbs_weights[:, 4] == 0].max() == 0
+
+
+# --- mocap.body: safe loading and BodyModel -------------------------------------------------------
+
+
+def _random_pose(batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    aa = 0.4 * torch.randn(batch, 24, 3, generator=gen)
+    rot = geometry.axis_angle_to_rotmat(aa)
+    betas = torch.randn(batch, 10, generator=gen)
+    return rot[:, 0], rot[:, 1:], betas
+
+
+def test_load_smpl_file_reads_the_real_format(smpl_dir: Path) -> None:
+    arrays = load_smpl_file(smpl_dir / "SMPL_NEUTRAL.pkl")
+    expected = synthetic_smpl_arrays()
+    for key in ("v_template", "shapedirs", "posedirs", "weights", "kintree_table", "f"):
+        np.testing.assert_array_equal(arrays[key], expected[key])
+    np.testing.assert_array_equal(arrays["J_regressor"], expected["J_regressor"].toarray())
+    assert str(arrays["bs_style"]) == "lbs"
+
+
+def test_body_model_matches_smplx_reading_the_same_file(
+    smpl_dir: Path, smplx_model: smplx.SMPL
+) -> None:
+    body = load_body_model(smpl_dir / "SMPL_NEUTRAL.pkl", required=True)
+    assert body is not None
+    go, bp, betas = _random_pose(3)
+    transl = torch.tensor([[0.1, 0.2, 3.0]]).expand(3, 3)
+    out = body(go, bp, betas, transl)
+    aa = geometry.rotmat_to_axis_angle(torch.cat((go[:, None], bp), 1)).reshape(3, 72)
+    ref = smplx_model(global_orient=aa[:, :3], body_pose=aa[:, 3:], betas=betas, transl=transl)
+    assert out.vertices.shape == (3, 6890, 3) and out.joints.shape == (3, 24, 3)
+    torch.testing.assert_close(out.vertices, ref.vertices, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.joints, ref.joints[:, :24], atol=1e-5, rtol=0)
+    # HMR2.0 OpenPose order: nose, neck, right shoulder ..., then vertex joints (eyes, ears, feet).
+    assert out.keypoints.shape == (3, 25, 3) and out.h36m is None
+    torch.testing.assert_close(out.keypoints[:, 1], out.joints[:, 12])  # neck
+    torch.testing.assert_close(out.keypoints[:, 8], out.joints[:, 0])  # mid hip = pelvis
+    torch.testing.assert_close(out.keypoints[:, 0], ref.joints[:, 24])  # nose vertex
+    assert body.faces.shape == (13776, 3) and body.lbs_weights.shape == (6890, 24)
+    assert tuple(body.parents) == SMPL_PARENTS
+
+
+def test_body_model_rest_joints_follow_shape(smpl_dir: Path) -> None:
+    body = load_body_model(smpl_dir)
+    assert body is not None
+    rest = body.rest_joints()
+    np.testing.assert_allclose(rest, synthetic_rest_joints(), atol=1e-6)
+    ident = torch.eye(3).expand(1, 24, 3, 3)
+    betas = np.zeros(10)
+    betas[0] = 1.5
+    posed = body(ident[:, 0], ident[:, 1:], torch.tensor(betas[None], dtype=torch.float32))
+    np.testing.assert_allclose(posed.joints[0].numpy(), body.rest_joints(betas), atol=1e-5)
+    np.testing.assert_allclose(posed.vertices[0].numpy(), body.rest_vertices(betas), atol=1e-5)
+    assert np.ptp(body.rest_vertices(betas)[:, 1]) > np.ptp(body.rest_vertices()[:, 1]) + 0.05
+
+
+def test_extra_regressors_are_found_and_loaded(tmp_path: Path, smpl_dir: Path) -> None:
+    (tmp_path / "SMPL_NEUTRAL.pkl").write_bytes((smpl_dir / "SMPL_NEUTRAL.pkl").read_bytes())
+    reg = synthetic_smpl_arrays()["J_regressor"].toarray()
+    j19 = reg[np.arange(19) % 24]
+    with open(tmp_path / "SMPL_to_J19.pkl", "wb") as fh:
+        pickle.dump(j19, fh)
+    np.save(tmp_path / "J_regressor_h36m.npy", reg[:17])
+    body = load_body_model(tmp_path / "SMPL_NEUTRAL.pkl")
+    assert body is not None and body.num_keypoints == 44
+    go, bp, betas = _random_pose(2, seed=1)
+    out = body(go, bp, betas)
+    assert out.keypoints.shape == (2, 44, 3) and out.h36m is not None
+    verts = out.vertices.double().numpy()
+    np.testing.assert_allclose(out.keypoints[:, 25:].numpy(), j19 @ verts, atol=1e-5)
+    np.testing.assert_allclose(out.h36m.numpy(), reg[:17] @ verts, atol=1e-5)
+    # Posed surface regressions stay within a few mm of the skeleton's joints.
+    assert (out.keypoints[:, 25:] - out.joints[:, np.arange(19) % 24]).norm(dim=-1).max() < 0.02
+    with pytest.raises(MocapError, match="regressor"):
+        load_regressor(tmp_path / "SMPL_NEUTRAL.pkl")
+
+
+class _FakeCh:
+    """Pickles like chumpy.ch.Ch: its __getstate__ is the __dict__ minus weak references."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.x = x
+        self._dirty_vars: set[str] = set()
+        self._itr = None
+        self._depends_on_deps: dict[str, object] = {}
+        self._make_dense = False
+        self._make_sparse = False
+
+    def __getstate__(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+@pytest.mark.parametrize("protocol", [1, 2])
+def test_chumpy_release_file_loads_without_chumpy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, protocol: int
+) -> None:
+    import types
+
+    arrays = synthetic_smpl_arrays()
+    ch_module = types.ModuleType("chumpy.ch")
+    fake = type("Ch", (_FakeCh,), {"__module__": "chumpy.ch"})
+    ch_module.Ch = fake  # type: ignore[attr-defined]
+    data: dict[str, Any] = dict(arrays)
+    for key in ("v_template", "shapedirs", "posedirs", "weights", "J"):
+        data[key] = fake(arrays[key])
+    data["pose_training_info"] = {"nr_pose_training_examples": 1786}  # as in the release file
+    with monkeypatch.context() as m:  # chumpy exists only while writing
+        m.setitem(sys.modules, "chumpy", types.ModuleType("chumpy"))
+        m.setitem(sys.modules, "chumpy.ch", ch_module)
+        path = tmp_path / "basicModel_neutral_lbs_10_207_0_v1.0.0.pkl"
+        path.write_bytes(pickle.dumps(data, protocol=protocol))
+    assert "chumpy" not in sys.modules
+    loaded = load_smpl_file(path)
+    np.testing.assert_array_equal(loaded["posedirs"], arrays["posedirs"])
+    np.testing.assert_array_equal(loaded["v_template"], arrays["v_template"])
+    body = load_body_model(tmp_path)  # found in the folder under its release name
+    assert body is not None
+    np.testing.assert_allclose(body.rest_joints(), synthetic_rest_joints(), atol=1e-6)
+
+
+class _Evil:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_that_runs_code_is_refused_and_does_not_run(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "SMPL_NEUTRAL.pkl"
+    path.write_bytes(pickle.dumps({"v_template": _Evil(marker)}, protocol=2))
+    with pytest.raises(MocapError, match="refused"):
+        load_smpl_file(path)
+    assert not marker.exists()
+    # eval smuggled in through the Python-2 name of builtins, and a class via _reconstructor.
+    path.write_bytes(b"c__builtin__\neval\n(S'1+1'\ntR.")
+    with pytest.raises(MocapError, match="refused"):
+        load_smpl_file(path)
+    path.write_bytes(
+        b"ccopy_reg\n_reconstructor\n(cmocap.errors\nMocapError\nc__builtin__\nobject\nNtR."
+    )
+    with pytest.raises(MocapError, match="refused"):
+        load_smpl_file(path)
+    with pytest.raises(MocapError, match="refused"):
+        load_body_model(path)
+
+
+def test_missing_corrupt_and_npz_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, smpl_dir: Path
+) -> None:
+    monkeypatch.setenv("MOCAP_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MOCAP_SMPL", raising=False)
+    assert find_smpl() is None and load_body_model() is None
+    with pytest.raises(MocapError, match="smpl.is.tue.mpg.de") as err:
+        load_body_model(required=True)
+    assert str(tmp_path / "home" / "smpl" / "SMPL_NEUTRAL.pkl") in str(err.value)
+    with pytest.raises(MocapError, match="not found"):
+        load_body_model(tmp_path / "nowhere.pkl")
+    monkeypatch.setenv("MOCAP_SMPL", str(tmp_path / "nowhere.pkl"))
+    with pytest.raises(MocapError, match="MOCAP_SMPL"):
+        find_smpl()
+    # A truncated download is reported as unreadable, not as a traceback.
+    broken = tmp_path / "SMPL_NEUTRAL.pkl"
+    broken.write_bytes((smpl_dir / "SMPL_NEUTRAL.pkl").read_bytes()[:5000])
+    monkeypatch.setenv("MOCAP_SMPL", str(broken))
+    with pytest.raises(MocapError, match="cannot read"):
+        load_body_model()
+    # .npz (no pickle at all) works, and the cache location is used when nothing is given.
+    arrays = synthetic_smpl_arrays()
+    npz = tmp_path / "home" / "smpl" / "SMPL_NEUTRAL.npz"
+    npz.parent.mkdir(parents=True)
+    np.savez(npz, **{k: v.toarray() if k == "J_regressor" else v for k, v in arrays.items()})
+    monkeypatch.delenv("MOCAP_SMPL")
+    assert find_smpl() == npz
+    body = load_body_model(required=True)
+    assert body is not None
+    np.testing.assert_allclose(body.rest_joints(), synthetic_rest_joints(), atol=1e-6)
