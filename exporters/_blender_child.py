@@ -36,9 +36,9 @@ def quat_from_matrix(m: np.ndarray) -> np.ndarray:
 
 def sign_continuous(q: np.ndarray) -> np.ndarray:
     """(T,...,4) quaternions with signs flipped so consecutive frames have a positive dot product."""
-    dots = np.sum(q[1:] * q[:-1], axis=-1)
-    flips = np.concatenate([np.zeros_like(dots[:1]), np.cumsum(dots < 0, axis=0)], 0)
-    return q * np.where(flips % 2 == 1, -1.0, 1.0)[..., None]
+    negative = np.cumsum(np.sum(q[1:] * q[:-1], axis=-1) < 0, axis=0)  # (T-1,...) flips so far
+    sign = np.concatenate([np.ones_like(q[:1, ..., 0]), 1.0 - 2.0 * (negative % 2)], 0)
+    return q * sign[..., None]
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ import torch
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation, Slerp
 
+from exporters import blender
 from exporters.blender import YUP_TO_ZUP, ArmatureDump, read_with_blender, write_with_blender
 from exporters.rig import RigAnimation, RigMesh
 from mocap.body.joints import SMPL_JOINT_NAMES, SMPL_PARENTS
@@ -140,13 +141,33 @@ def test_combined_scene_keeps_people_in_sync(written: Path, people: dict[str, Pe
 
 
 def test_one_failing_file_does_not_stop_the_others(tmp_path: Path, people: dict[str, Person]):
-    person = [people["person_2"].rig]
+    two = people["person_2"].rig
+    still = rig_from("still", two.rest_positions(), two.local_rotations[:1], np.zeros((1, 3)), 0)
     good, bad = tmp_path / "ok.blend", tmp_path / "missing_dir" / "bad.fbx"
-    errors = write_with_blender({bad: person, good: person})
+    errors = write_with_blender({bad: [two], good: [still]})  # a one-frame clip is fine too
     assert errors[good.resolve()] is None and good.is_file()
     message = errors[bad.resolve()]
     assert message is not None and "bad.fbx" in message and "\n" not in message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.blend"]  # no partial files
+
+
+def test_crashing_blender_is_reported(
+    tmp_path: Path, people: dict[str, Person], monkeypatch: pytest.MonkeyPatch
+):
+    crash = tmp_path / "crash.py"
+    crash.write_text("import sys\nprint('Segmentation fault', file=sys.stderr)\nsys.exit(139)\n")
+    monkeypatch.setattr(blender, "_CHILD", crash)
+    path = tmp_path / "a.glb"
+    errors = write_with_blender({path: [people["person_2"].rig]})
+    assert errors[path.resolve()] == (
+        "Blender exited with code 139 before writing a.glb: Segmentation fault"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["crash.py"]
+
+
+def test_benchmark_times_each_format(people: dict[str, Person]):
+    secs = blender.benchmark_blender_export(people["person_2"].rig, ("fbx", "blend"))
+    assert set(secs) == {"fbx", "blend", "scene"} and all(s > 0 for s in secs.values())
 
 
 def test_timeout_is_reported_without_leftovers(tmp_path: Path, people: dict[str, Person]):
