@@ -101,6 +101,7 @@ def build_armature(
         eb.parent = bones[parents[j]] if parents[j] >= 0 else None
         bones.append(eb)
     bpy.ops.object.mode_set(mode="OBJECT")
+    obj.show_in_front = True  # the skeleton stays visible inside the body mesh
     for pb in obj.pose.bones:
         pb.rotation_mode = "QUATERNION"
     return obj
@@ -230,7 +231,9 @@ def run_job(job_file: str) -> int:
 
     def record(out: dict[str, Any], error: str | None) -> None:
         result["errors"][out["path"]] = error
-        Path(job["result"]).write_text(json.dumps(result))
+        partial = Path(job["result"] + ".partial")
+        partial.write_text(json.dumps(result))
+        os.replace(partial, job["result"])  # the parent never reads half a result
 
     for rig_ids, outs in groups.items():
         metas = [job["rigs"][i] for i in rig_ids]

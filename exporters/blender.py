@@ -1,8 +1,9 @@
 """FBX, .blend and glTF/GLB through Blender (bpy), run in a child process.
 
 All ``bpy`` code of mocap lives in this module and its child-process script ``_blender_child.py``
-(run as ``python exporters/_blender_child.py ...``, never imported by the pipeline), so Blender's global state, its stdout chatter and its
-crashes never touch the pipeline. The parent side imports neither ``bpy`` nor torch.
+(run as ``python exporters/_blender_child.py ...``, never imported by the pipeline), so Blender's
+global state, its stdout chatter and its crashes never touch the pipeline. This side imports
+neither ``bpy`` nor torch.
 
 Public API (parent process)::
 
@@ -13,29 +14,38 @@ Public API (parent process)::
 (``.fbx``, ``.blend``, ``.glb``, ``.gltf``, see ``BLENDER_FORMATS``). One person per file gives
 per-person export, all people in one file gives a combined scene; both can be mixed in one call and
 run in a single child (a scene is built once for all the formats that share it). The result maps
-every requested path to ``None`` (written) or a one-line error; a failing format or person never
-stops the others, and no half-written file is left behind (temporary name, then ``os.replace``).
+every requested path to ``None`` (written) or a one-line error (exporter exception, crash,
+timeout); a failing format or person never stops the others, and no half-written file is left
+behind (temporary name, then ``os.replace``).
 
-``read_with_blender(path) -> SceneDump`` re-imports a written file into a fresh Blender (for tests
-and users checking a file), and ``benchmark_blender_export(num_frames)`` times each format.
+``read_with_blender(path) -> SceneDump`` re-imports a written file into a fresh Blender (tests, and
+users checking a file); ``benchmark_blender_export(rig, formats)`` times each format.
 
 Scene conventions: rigs are Y-up (``exporters.rig``); Blender is Z-up, so every point and rotation
 is conjugated by ``YUP_TO_ZUP`` (+90 degrees about X; the body faces Blender's -Y "front"). Each
-bone's head is its joint, its tail points at its (main) child, its roll aligns the bone's Z axis
-with the body's front or up. With bone rest orientation B (bone.matrix_local), a rig rotation R
-relative to the parent becomes the pose quaternion of B^T R B (exact: Blender's pose chain is
-R_arm_j = R_arm_parent (B_parent^T B_j) Q_j). The root bone also carries location keys (root
-motion). Every frame is keyed, quaternions are sign-continuous, interpolation is linear. Per-person
-files start at frame 1; in a combined scene person p starts at frame 1 + p.frame_start so people
-stay in sync with the video. Non-integer rates use ``fps``/``fps_base`` (29.97 = 30 / 1.001).
+bone's head is its joint, its tail points at the child that continues the chain, its roll aligns
+the bone's Z axis with the body's front (or up). With bone rest orientation B (bone.matrix_local),
+a rig rotation R relative to the parent becomes the pose quaternion of B^T R B (exact: Blender's
+pose chain is R_arm_j = R_arm_parent (B_parent^T B_j) Q_j). The root bone also carries location
+keys (root motion). Every frame is keyed, quaternions are sign-continuous, interpolation is linear.
+Per-person files start at frame 0 (time 0 in FBX/glTF); in a combined scene person p starts at
+frame p.frame_start, i.e. at its video time, and every file holds one take over the scene's frames
+(first / last poses held outside a person's own frames). Non-integer rates use ``fps``/``fps_base``
+(29.97 = 30 / 1.001).
 
 With ``rig.mesh`` the SMPL mesh is skinned to the armature (vertex groups named after the bones
 carrying SMPL's blend weights, Armature modifier, parented): linear blend skinning, i.e. the SMPL
 mesh without pose-corrective blend shapes.
+
+Blender 5.0 quirks handled: actions are slotted (keys go to the slot's channelbag); the glTF
+exporter turns frames into seconds with fps * fps_base (fps_base is inverted while it runs); the
+FBX importer converts times with the integer fps and the glTF importer with the scene's fps, which
+``read_with_blender`` undoes to report times as stored in the file.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -172,7 +182,7 @@ def _run_job(
         job, temps = _write_job(scenes, Path(tmp))
         limit = _job_timeout(scenes) if timeout is None else timeout
         code, tail = _run_child(["write", str(job)], limit)
-        result_file = Path(tmp) / "result.json"
+        result_file = Path(tmp) / "result.json"  # replaced atomically after every file
         result = json.loads(result_file.read_text()) if result_file.exists() else {}
     errors: dict[Path, str | None] = {}
     for final, partial in temps.items():
@@ -199,6 +209,9 @@ def write_with_blender(
     Returns:
         path -> None when written, else a one-line error (crash, timeout, exporter exception).
     """
+    if importlib.util.find_spec("bpy") is None:
+        missing = "Blender's Python module is missing; pip install bpy==5.0.1 (needs Python 3.11)"
+        return {Path(p).resolve(): missing for p in scenes}
     errors, _ = _run_job({Path(p).resolve(): r for p, r in scenes.items()}, timeout)
     return errors
 
