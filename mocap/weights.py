@@ -153,7 +153,7 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download(url: str, dest: Path, sha256: str | None = None, progress: bool = True) -> str:
+def download_file(url: str, dest: Path, sha256: str | None = None, progress: bool = True) -> str:
     """Fetch ``url`` to ``dest`` through ``dest.partial``, resuming a previous partial download.
 
     Returns:
@@ -249,7 +249,7 @@ def extract_archive(archive: Path, target: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def resolve(name: str, download_missing: bool = True, progress: bool = True) -> Path:
+def resolve(name: str, download: bool = True, progress: bool = True) -> Path:
     """Path of ``name``, downloading (and extracting) it first when missing.
 
     Raises:
@@ -259,7 +259,7 @@ def resolve(name: str, download_missing: bool = True, progress: bool = True) -> 
     path = path_for(name)
     if entry.archive is not None:
         if not path.is_file():
-            if not download_missing:
+            if not download:
                 raise MocapError(
                     f"{name} is missing at {path}; run `mocap weights download {entry.archive}`"
                 )
@@ -271,10 +271,17 @@ def resolve(name: str, download_missing: bool = True, progress: bool = True) -> 
         return path
     if entry.url is None:
         raise MocapError(f"{name} is missing: {entry.manual.format(path=path)}")
-    if not download_missing:
+    if not download:
         raise MocapError(f"{name} is missing at {path}; run `mocap weights download {name}`")
     fetched = mocap_home() / "downloads" / Path(entry.url).name if entry.unpacks else path
-    digest = download(entry.url, fetched, entry.sha256, progress)
+    if fetched.is_file():  # an archive the user placed by hand
+        digest = sha256_of(fetched)
+        if entry.sha256 is not None and digest != entry.sha256.lower():
+            raise MocapError(
+                f"{fetched} has the wrong checksum ({digest}); delete it and try again"
+            )
+    else:
+        digest = download_file(entry.url, fetched, entry.sha256, progress)
     if entry.sha256 is None:
         print(
             f"sha256 {digest}  {fetched.name} (no pinned hash for {name}; pin this one)",

@@ -150,7 +150,7 @@ def test_unreachable_and_missing_urls_give_one_line_errors(
         weights.resolve("gone", progress=False)
     assert str(home / "b.bin") in str(err.value)
     with pytest.raises(MocapError, match="download gone"):
-        weights.resolve("gone", download_missing=False)
+        weights.resolve("gone", download=False)
     with pytest.raises(MocapError, match="unknown weights"):
         weights.resolve("nope")
 
@@ -188,6 +188,12 @@ def test_archive_is_extracted_and_members_resolve(
     assert not (home / "downloads" / "hmr2_data.tar.gz").exists()
     with pytest.raises(MocapError, match="did not contain"):
         weights.resolve("absent", progress=False)
+    # Offline, an archive placed by hand where the error message says is used as is.
+    (home / "hmr2").rename(home / "old")
+    placed = home / "downloads" / "hmr2_data.tar.gz"
+    placed.write_bytes(server.files["/hmr2_data.tar.gz"])
+    server.files.clear()
+    assert weights.resolve("j19", progress=False).read_bytes() == b"j19"
 
 
 @pytest.mark.parametrize(
