@@ -3,7 +3,15 @@
 The model predicts each person in the camera frame (x right, y down, z forward): a global
 orientation and the full-image translation of the SMPL origin. For a static, level camera the world
 is the camera frame turned upside down about x (x right, y up, z towards the camera; right-handed,
-Y-up as BVH and glTF expect; the Blender writer converts to Z-up itself), then shifted:
+Y-up as BVH and glTF expect; the Blender writer converts to Z-up itself).
+
+Cameras are rarely level: a camera pitched down makes people walking away from it climb. The
+floor's slope is therefore fitted to the people's foot contacts (per frame, the lowest sole point)
+by a robust ridge regression whose prior is a level camera: directions the contacts do not span
+(one person standing still, or walking along a line) stay level. The world is turned by the
+smallest rotation that makes that floor horizontal; a fit steeper than 30 degrees is not trusted.
+
+Then the world is shifted:
 
 - the floor (y = 0) at the lowest foot contact of the clip: a low percentile, over all people and
   frames, of the height of the lowest sole (ankle and foot joints minus their rest height above the
@@ -33,6 +41,11 @@ from mocap.smoothing import JitterReport, smooth_track
 # camera (x right, y down, z forward) -> Y-up world (x right, y up, z towards the camera)
 CAMERA_TO_WORLD = np.diag([1.0, -1.0, -1.0])
 FLOOR_PERCENTILE = 5.0
+MAX_TILT_DEG = 30.0  # a floor fitted steeper than this is not trusted (level camera assumed)
+FLOOR_NOISE_M = 0.05  # expected noise of a foot contact's height
+SLOPE_PRIOR_STD = 0.15  # prior std of the floor slope seen from a level camera (about 9 deg)
+TUKEY_SCALE_M = 0.10  # contacts further than this from the floor plane are ignored (jumps)
+FLOOR_CELL_M = 0.25  # contacts within one floor cell count as one piece of evidence
 
 
 @dataclass
@@ -117,13 +130,63 @@ def skeleton_for(track: Track, body: RestJointSource | None) -> Skeleton:
     return smpl_skeleton(body, betas, sole_height=sole)
 
 
-def _camera_rig(track: Track, skeleton: Skeleton, fps: float, body: object | None) -> RigAnimation:
+def _sole_contacts(rig: RigAnimation, skeleton: Skeleton) -> np.ndarray:
+    """(T,3) per frame, the lowest sole point of the person (ankle/foot joint minus its clearance)."""
+    feet = rig.world_positions()[:, FOOT_JOINTS]  # (T,4,3)
+    feet[..., 1] -= skeleton.sole_clearance[list(FOOT_JOINTS)]
+    return feet[np.arange(len(feet)), feet[..., 1].argmin(axis=1)]
+
+
+def fit_floor_tilt(points: np.ndarray) -> np.ndarray:
+    """Slope (a, b) of the floor plane ``y = a x + b z + c`` through foot contacts (N,3).
+
+    Robust (Tukey biweight, 10 cm) ridge regression. Frames are not independent evidence: each
+    25 cm floor cell the contacts visit counts once (its frames share a weight of 1), and the ridge
+    is a prior that the camera is level (slope std 0.15 for 5 cm contact noise). Directions the
+    contacts do not span (a person standing, or walking along a line) therefore stay level.
+    """
+    cells = np.floor(points[:, [0, 2]] / FLOOR_CELL_M).astype(np.int64)
+    _, inverse, counts = np.unique(cells, axis=0, return_inverse=True, return_counts=True)
+    per_cell = 1.0 / counts[inverse.reshape(-1)]
+    x = np.stack([points[:, 0], points[:, 2], np.ones(len(points))], axis=1)
+    y = points[:, 1]
+    ridge = np.diag([(FLOOR_NOISE_M / SLOPE_PRIOR_STD) ** 2] * 2 + [0.0])
+    coef = np.array([0.0, 0.0, float(np.median(y))])
+    for _ in range(10):
+        r = (y - x @ coef) / TUKEY_SCALE_M
+        w = per_cell * np.where(np.abs(r) < 1.0, (1.0 - r**2) ** 2, 0.0)
+        if np.count_nonzero(w) < 3:
+            break
+        coef = np.linalg.solve(x.T @ (w[:, None] * x) + ridge, x.T @ (w * y))
+    return coef[:2]
+
+
+def _rotation_to_up(up: np.ndarray) -> np.ndarray:
+    """(3,3) smallest rotation taking unit vector ``up`` to +y."""
+    axis = np.cross(up, [0.0, 1.0, 0.0])
+    angle = np.arctan2(np.linalg.norm(axis), up[1])
+    if angle < 1e-12:
+        return np.eye(3)
+    return Rotation.from_rotvec(axis / np.linalg.norm(axis) * angle).as_matrix()
+
+
+def level_correction(rigs: list[RigAnimation], skeletons: list[Skeleton]) -> np.ndarray | None:
+    """(3,3) rotation that makes the fitted floor horizontal, or None when it is tilted > 30 deg."""
+    contacts = np.concatenate([_sole_contacts(r, s) for r, s in zip(rigs, skeletons, strict=True)])
+    a, b = fit_floor_tilt(contacts)
+    if np.degrees(np.arctan(np.hypot(a, b))) > MAX_TILT_DEG:
+        return None
+    up = np.array([-a, 1.0, -b])
+    return _rotation_to_up(up / np.linalg.norm(up))
+
+
+def _camera_rig(
+    track: Track, skeleton: Skeleton, fps: float, body: object | None, to_world: np.ndarray
+) -> RigAnimation:
     """The track as a rig in the rotated camera frame (before the floor/origin shift)."""
     rot = np.concatenate([track.global_orient[:, None], track.body_pose], axis=1).astype(np.float64)
-    rot[:, 0] = CAMERA_TO_WORLD @ rot[:, 0]
-    root = (
-        skeleton.rest_joints[0] + np.asarray(track.transl, dtype=np.float64)
-    ) @ CAMERA_TO_WORLD.T
+    rot[:, 0] = to_world @ rot[:, 0]
+    root = (skeleton.rest_joints[0] + np.asarray(track.transl, dtype=np.float64)) @ to_world.T
     mesh = None
     if body is not None and hasattr(body, "rest_vertices"):
         betas = np.median(np.asarray(track.betas, dtype=np.float64), axis=0)
@@ -145,7 +208,9 @@ def _camera_rig(track: Track, skeleton: Skeleton, fps: float, body: object | Non
     )
 
 
-def place_in_world(rigs: list[RigAnimation], skeletons: list[Skeleton]) -> WorldFrame:
+def place_in_world(
+    rigs: list[RigAnimation], skeletons: list[Skeleton], to_world: np.ndarray
+) -> WorldFrame:
     """Shift camera-aligned rigs (in place) so the floor is y = 0 and the people start near x = z = 0."""
     contacts = []
     for rig, skel in zip(rigs, skeletons, strict=True):
@@ -156,7 +221,7 @@ def place_in_world(rigs: list[RigAnimation], skeletons: list[Skeleton]) -> World
     offset = np.array([start[0], floor, start[2]])
     for rig in rigs:
         rig.root_positions = rig.root_positions - offset
-    return WorldFrame(rotation=CAMERA_TO_WORLD.copy(), offset=offset)
+    return WorldFrame(rotation=to_world, offset=offset)
 
 
 def build_world(
@@ -180,7 +245,7 @@ def build_world(
         )
     if not motion.fps > 0:
         raise MocapError(f"the motion's frame rate is {motion.fps}; re-create it with `mocap run`")
-    rigs, skeletons, jitter, notes = [], [], {}, []
+    tracks, jitter, notes = [], {}, []
     for track in motion.tracks:
         if len(track) == 0:
             notes.append(f"track {track.track_id} has no frames and was skipped")
@@ -188,17 +253,29 @@ def build_world(
         track = contiguous(track)
         if smoothing not in (None, "none"):
             track, jitter[track.track_id] = smooth_track(track, smoothing, strength, body)
-        skel = skeleton_for(track, body)
-        rigs.append(_camera_rig(track, skel, motion.fps, body))
-        skeletons.append(skel)
-    if not rigs:
+        tracks.append(track)
+    if not tracks:
         raise MocapError("every track of the motion is empty; re-run `mocap run` on the clip")
+    skeletons = [skeleton_for(track, body) for track in tracks]
+    rigs = [
+        _camera_rig(track, skel, motion.fps, body, CAMERA_TO_WORLD)
+        for track, skel in zip(tracks, skeletons, strict=True)
+    ]
+    level = level_correction(rigs, skeletons)
+    if level is None:
+        notes.append(
+            "the floor fitted to the foot contacts is tilted > 30 deg: camera taken as level"
+        )
+        level = np.eye(3)
+    for rig in rigs:
+        rig.root_positions = rig.root_positions @ level.T
+        rig.local_rotations[:, 0] = level @ rig.local_rotations[:, 0]
     if body is None:
         notes.append(
             "SMPL model not found: built-in skeleton at average proportions used, body shape not applied "
             "(pass --smpl PATH or set MOCAP_SMPL for shaped skeletons and meshes)"
         )
-    world = place_in_world(rigs, skeletons)
+    world = place_in_world(rigs, skeletons, level @ CAMERA_TO_WORLD)
     return WorldResult(rigs=rigs, world=world, skeletons=skeletons, jitter=jitter, notes=notes)
 
 

@@ -16,7 +16,7 @@ from exporters.rig import RigAnimation
 from mocap.body.joints import SMPL_JOINT_NAMES, SMPL_PARENTS
 from mocap.errors import MocapError
 from mocap.motion import Motion
-from mocap.world import CAMERA_TO_WORLD, build_world
+from mocap.world import build_world
 
 # Imports a BVH into a fresh Blender and dumps every frame's bone heads (world, Z-up) to npz.
 BLENDER_READ_BVH = r"""
@@ -89,7 +89,9 @@ def test_bvh_joints_match_smpl_fk_in_our_reader_and_blender(
     result = build_world(Motion([track], 25.0, (1920, 1080), 1500.0), body=body)
     rig = result.rigs[0]
     path = write_bvh(rig, tmp_path / "person.bvh")
-    expected = smpl_reference_joints(smpl_dir, track) @ CAMERA_TO_WORLD.T - result.world.offset
+    expected = (
+        smpl_reference_joints(smpl_dir, track) @ result.world.rotation.T - result.world.offset
+    )
 
     ours = reader_positions(path)
     assert ours.shape == (45, 24, 3)

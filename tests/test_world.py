@@ -49,18 +49,53 @@ def test_floor_ignores_an_outlier_frame() -> None:
     assert world.camera_position[1] == pytest.approx(1.5, abs=1e-9)
 
 
+def pitched(track: Track, degrees: float) -> Track:
+    """The same scene seen by a camera pitched down by ``degrees`` (about its x axis)."""
+    skel = builtin_skeleton()
+    pitch = Rotation.from_euler("x", -degrees, degrees=True).as_matrix()
+    root = skel.rest_joints[0]
+    return track.replace(
+        global_orient=pitch @ track.global_orient,
+        transl=(track.transl + root) @ pitch.T - root,
+    )
+
+
+def test_pitched_camera_floor_is_levelled() -> None:
+    """Two people walk across and away from a camera pitched down 15 degrees: the floor comes out level."""
+    a, b = standing_track(1.6, 3.0, frames=60), standing_track(1.6, 5.0, frames=60, x=-1.0)
+    walk = np.linspace(0.0, 1.0, 60)[:, None]
+    a = a.replace(transl=a.transl + walk * [1.5, 0.0, 3.0])
+    b = b.replace(transl=b.transl + walk * [2.0, 0.0, -1.0])
+    level = build_world(Motion([a, b], 30.0, (1920, 1080), 1500.0))
+    seen = build_world(Motion([pitched(a, 15.0), pitched(b, 15.0)], 30.0, (1920, 1080), 1500.0))
+    for lv, rig in zip(level.rigs, seen.rigs, strict=True):
+        # walking on the floor, not climbing (the level prior leaves ~1% of the slope)
+        assert np.ptp(rig.root_positions[:, 1]) < 0.03
+        assert np.allclose(rig.world_positions()[:, :, 1], lv.world_positions()[:, :, 1], atol=0.03)
+    assert seen.world.camera_position[1] == pytest.approx(1.6, abs=0.03)
+    # without the correction the people would climb by metres
+    climb = np.ptp((track_joints(pitched(a, 15.0))[:, 0] @ CAMERA_TO_WORLD.T)[:, 1])
+    assert climb > 0.5
+    # one person standing still gives no evidence of tilt: the camera stays level
+    still = build_world(
+        Motion([pitched(standing_track(1.6, 3.0), 10.0)], 30.0, (1920, 1080), 1500.0)
+    )
+    assert np.allclose(still.world.rotation, CAMERA_TO_WORLD, atol=0.02)
+
+
 def test_all_people_share_one_world(shared_data: Path) -> None:
     a = real_pose_track(shared_data, 40, track_id=1, x=-1.0)
     b = real_pose_track(shared_data, 40, track_id=2, x=1.2, source="test_h36m.npz")
     b = b.replace(frames=b.frames + 5, times=b.times + 5 / 30.0)
     result = build_world(Motion([a, b], 30.0, (1920, 1080), 1500.0))
-    offset = result.world.offset
+    offset, to_world = result.world.offset, result.world.rotation
+    assert np.allclose(to_world @ to_world.T, np.eye(3)) and np.linalg.det(to_world) > 0
     for track, rig in zip((a, b), result.rigs, strict=True):
-        expected = track_joints(track) @ CAMERA_TO_WORLD.T - offset
+        expected = track_joints(track) @ to_world.T - offset
         assert np.abs(rig.world_positions() - expected).max() < 1e-9
         assert rig.frame_start == track.frames[0] and rig.fps == 30.0
     # the same shift for everybody: relative positions are those of the camera frame
-    rel_cam = (track_joints(b)[:10, 0] - track_joints(a)[5:15, 0]) @ CAMERA_TO_WORLD.T
+    rel_cam = (track_joints(b)[:10, 0] - track_joints(a)[5:15, 0]) @ to_world.T
     rel_world = result.rigs[1].world_positions()[:10, 0] - result.rigs[0].world_positions()[5:15, 0]
     assert np.allclose(rel_world, rel_cam)
     # both people walk on the floor: their lowest soles come down to it
@@ -99,6 +134,7 @@ def test_empty_motion_is_a_user_error() -> None:
 
 def test_smpl_skeleton_follows_betas_and_matches_smpl(shared_data: Path, smpl_dir: Path) -> None:
     import smplx
+
     from mocap.body.smpl import load_body_model
 
     body = load_body_model(str(smpl_dir / "SMPL_NEUTRAL.pkl"), required=True)
@@ -120,5 +156,5 @@ def test_smpl_skeleton_follows_betas_and_matches_smpl(shared_data: Path, smpl_di
         pose2rot=False,
     )
     smpl_joints = out.joints[:, :24].detach().numpy().astype(np.float64)
-    expected = smpl_joints @ CAMERA_TO_WORLD.T - result.world.offset
+    expected = smpl_joints @ result.world.rotation.T - result.world.offset
     assert np.abs(rig.world_positions() - expected).max() < 1e-3
