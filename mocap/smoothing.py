@@ -327,6 +327,20 @@ def track_joints(track: Track, body: RestJointSource | None = None) -> np.ndarra
     return forward_kinematics(rest, rotations, np.asarray(track.transl, dtype=np.float64))
 
 
+def filter_times(track: Track) -> np.ndarray:
+    """(T,) timestamps to filter on: ``track.times``, or evenly spaced frame times when those are
+    not strictly increasing (duplicated or missing container timestamps)."""
+    times = np.asarray(track.times, dtype=np.float64)
+    if len(times) < 2 or np.all(np.diff(times) > 0):
+        return times
+    frames = np.asarray(track.frames, dtype=np.float64)
+    span, steps = times[-1] - times[0], frames[-1] - frames[0]
+    step = span / steps if span > 0 and steps > 0 else 1.0 / 30.0
+    if np.all(np.diff(frames) > 0):
+        return times[0] + (frames - frames[0]) * step
+    return times[0] + np.arange(len(times)) * step
+
+
 def _clip_fps(times: np.ndarray) -> float:
     steps = np.diff(times)
     steps = steps[steps > 0]
@@ -357,11 +371,7 @@ def smooth_track(
         raise MocapError(
             f"smoothing strength must be >= 0 (got {strength}); 1 is the default, 2 strong"
         )
-    times = np.asarray(track.times, dtype=np.float64)
-    if len(times) > 1 and np.any(np.diff(times) <= 0):
-        raise MocapError(
-            f"track {track.track_id} has non-increasing timestamps; re-run `mocap run` on the clip"
-        )
+    times = filter_times(track)
     rotations = np.concatenate([track.global_orient[:, None], track.body_pose], axis=1)
     transl = np.asarray(track.transl, dtype=np.float64)
     if mode == "offline":

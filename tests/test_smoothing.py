@@ -40,7 +40,9 @@ def real_pose_track(
     rot = np.empty((num_frames, 24, 3, 3))
     for j in range(1, 24):
         rot[:, j] = Slerp(keys, Rotation.from_rotvec(pose[:, 3 * j : 3 * j + 3]))(times).as_matrix()
-    yaw = Rotation.from_euler("y", np.linspace(0.0, 90.0, num_frames)[:, None], degrees=True).as_matrix()
+    yaw = Rotation.from_euler(
+        "y", np.linspace(0.0, 90.0, num_frames)[:, None], degrees=True
+    ).as_matrix()
     rot[:, 0] = UPRIGHT @ yaw
     transl = np.stack(
         [x + 0.4 * np.sin(2.0 * times), np.full(num_frames, 0.25), 4.0 + 0.6 * times], 1
@@ -224,3 +226,11 @@ def test_modes_strength_and_betas(shared_data: Path) -> None:
         smooth_track(track, "gaussian")
     with pytest.raises(MocapError, match="strength"):
         smooth_track(track, "offline", -1.0)
+
+
+def test_broken_timestamps_fall_back_to_frame_times(shared_data: Path) -> None:
+    track = add_noise(real_pose_track(shared_data, num_frames=30))
+    broken = track.replace(times=np.where(np.arange(30) == 12, track.times[11], track.times))
+    out, report = smooth_track(broken, "offline")
+    ref, _ = smooth_track(track, "offline")
+    assert np.allclose(out.body_pose, ref.body_pose, atol=1e-9) and report.reduction > 3.0
