@@ -110,6 +110,13 @@ FILES: tuple[WeightFile, ...] = (
         "place a mocap checkpoint at {path}",
     ),
     WeightFile(
+        "vitpose-deformable",
+        "checkpoints/vitpose-deformable.safetensors",
+        "the paper's ablation without FeatUp (ViTPose-H + deformable decoder)",
+        manual="its trained weights are not published yet: train them with `mocap train hmr` or "
+        "place a mocap checkpoint at {path}",
+    ),
+    WeightFile(
         "smpl",
         "smpl/SMPL_NEUTRAL.pkl",
         "SMPL neutral body model (licensed: manual download)",
@@ -120,9 +127,11 @@ FILES: tuple[WeightFile, ...] = (
     ),
 )
 REGISTRY: dict[str, WeightFile] = {f.name: f for f in FILES}
+ALIASES = {"hmr2": "hmr2-checkpoint"}  # the model name as `mocap run --model` spells it
 
 
 def _entry(name: str) -> WeightFile:
+    name = ALIASES.get(name, name)
     if name not in REGISTRY:
         raise MocapError(f"unknown weights '{name}'; choose one of: {', '.join(REGISTRY)}")
     return REGISTRY[name]
@@ -307,9 +316,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     sub.add_parser("list", help="show every known file, whether it is present, and where")
     dl = sub.add_parser("download", help="download (and extract) files; resumes partial downloads")
-    dl.add_argument("names", nargs="+", metavar="NAME", choices=list(REGISTRY))
+    dl.add_argument("names", nargs="+", metavar="NAME", choices=[*REGISTRY, *ALIASES])
     p = sub.add_parser("path", help="print where a file is or must be placed")
-    p.add_argument("name", metavar="NAME", choices=list(REGISTRY))
+    p.add_argument("name", metavar="NAME", choices=[*REGISTRY, *ALIASES])
 
 
 def run(args: argparse.Namespace) -> int:

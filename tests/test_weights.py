@@ -230,6 +230,9 @@ def test_manual_files_say_where_to_put_them(home: Path) -> None:
     assert weights.path_for("hmr2-checkpoint") == (
         home / "hmr2/logs/train/multiruns/hmr2/0/checkpoints/epoch=35-step=1000000.ckpt"
     )
+    assert weights.path_for("hmr2") == weights.path_for("hmr2-checkpoint")  # `--model hmr2`
+    with pytest.raises(MocapError, match="hmr2-data"):
+        weights.resolve("hmr2", download=False)
 
 
 def test_cli_list_path_and_download(
