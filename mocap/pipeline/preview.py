@@ -22,6 +22,9 @@ from mocap.motion import Motion, Track
 from mocap.paths import atomic_path
 from mocap.pipeline.config import RunSettings
 
+DEPTH_LAYERS = 48  # painter's algorithm granularity
+SHADE_LEVELS = 12  # flat-shading levels
+
 
 def track_colour(track_id: int) -> tuple[int, int, int]:
     """A distinct, stable BGR colour per identity (golden-ratio hue steps)."""
@@ -69,10 +72,15 @@ def draw_mesh(
     view = -centres / np.linalg.norm(centres, axis=1, keepdims=True)
     shade = 0.35 + 0.65 * np.clip(np.einsum("fi,fi->f", unit, view), 0.0, 1.0)
     pixels = np.round(project(tri, focal, (image.shape[1], image.shape[0])) * 4).astype(np.int32)
-    base = np.array(colour, dtype=np.float64)
-    for k in np.argsort(-centres[:, 2]):  # far to near
-        c = base * shade[k]
-        cv2.fillConvexPoly(image, pixels[k], (c[0], c[1], c[2]), cv2.LINE_8, shift=2)
+    # Painter's algorithm in depth layers: far layers first; inside a layer one fillPoly call per
+    # shade level (faces of one layer are at nearly the same depth, so their order hardly matters).
+    order = np.argsort(-centres[:, 2])
+    level = np.minimum((shade * SHADE_LEVELS).astype(np.int64), SHADE_LEVELS - 1)
+    for layer in np.array_split(order, DEPTH_LAYERS):
+        for lv in np.unique(level[layer]):
+            faces_lv = layer[level[layer] == lv]
+            c = (np.array(colour, dtype=np.float64) * (lv + 0.5) / SHADE_LEVELS).tolist()
+            cv2.fillPoly(image, pixels[faces_lv], c, cv2.LINE_8, 2)
 
 
 def draw_skeleton(
