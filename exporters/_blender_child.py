@@ -360,7 +360,10 @@ def read_file(path: str, out: str, samples: int) -> int:
             for f in picks:
                 go_to(f)
                 posed.append(world_vertices(obj, evaluated=True))
-            dump[f"m{m}_frames"], dump[f"m{m}_posed"] = picks, np.stack(posed)
+            dump[f"m{m}_frames"] = picks
+            dump[f"m{m}_posed"] = (
+                np.stack(posed) if posed else np.zeros((0, *dump[f"m{m}_rest"].shape))
+            )
             meta["meshes"].append(obj.name)
     dump["meta"] = np.array(json.dumps(meta))
     np.savez(out, **dump)
