@@ -72,6 +72,16 @@ def test_occlusion_is_bridged_with_the_same_id() -> None:
     np.testing.assert_allclose(boxes, np.stack(truth), atol=1e-4)  # linear motion: exact
 
 
+def test_person_who_stops_while_hidden_is_found_where_last_seen() -> None:
+    """Walking right, hidden for 8 frames, reappears standing where they vanished: the filter's
+    extrapolation is 80 px off (more than a box width), the last seen box is not."""
+    frames: list[list[tuple[np.ndarray, float]]] = [[(person(10 * f), 0.9)] for f in range(10)]
+    frames += [[] for _ in range(8)]
+    frames += [[(person(90), 0.9)] for _ in range(10)]
+    ids = run(build_tracker(max_gap=10), frames)
+    assert {tid for frame in ids for tid in frame} == {1}
+
+
 def test_long_absence_is_not_bridged_and_ids_are_never_reused() -> None:
     """Gone longer than max_lost: the next person at that spot gets a new, larger id."""
     frames = [[(person(100), 0.9)] for _ in range(10)]
@@ -145,7 +155,7 @@ def test_update_output_fields() -> None:
 def test_box_iou() -> None:
     a = np.array([[0, 0, 10, 10], [0, 0, 0, 0]], dtype=np.float32)
     b = np.array([[5, 0, 15, 10], [20, 20, 30, 30]], dtype=np.float32)
-    np.testing.assert_allclose(box_iou(a, b), [[50 / 150, 0], [0, 0]])
+    np.testing.assert_allclose(box_iou(a, b), np.array([[50 / 150, 0], [0, 0]]))
 
 
 def test_plan_gaps_details() -> None:

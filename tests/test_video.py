@@ -42,7 +42,7 @@ def write_clip(
     """Encode BGR images with PyAV; ``pts``/``time_base`` give explicit (variable) timestamps."""
     height, width = images[0].shape[:2]
     with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=rate)
+        stream: av.video.stream.VideoStream = container.add_stream(codec, rate=rate)  # type: ignore[assignment]
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         if time_base is not None:
             stream.codec_context.time_base = time_base

@@ -55,6 +55,7 @@ class _Track:
     kalman: BoxKalman
     state: State
     last_frame: int
+    last_box: np.ndarray  # (4,) the last detection matched
     hits: int = 1
 
 
@@ -168,6 +169,7 @@ class ByteTracker:
             track.hits += 1
             track.state = State.TRACKED
             track.last_frame = frame_index
+            track.last_box = boxes[det]
             assigned[track.track_id] = det
         self.tracks = [t for i, t in enumerate(self.tracks) if i in matches or self._survives(t)]
         for det in high_left:
@@ -175,7 +177,9 @@ class ByteTracker:
                 # The first frame has no earlier evidence to wait for: its tracks start confirmed.
                 first = frame_index == self.first_frame
                 state = State.TRACKED if first else State.TENTATIVE
-                track = _Track(self.next_id, BoxKalman.start(boxes[det]), state, frame_index)
+                track = _Track(
+                    self.next_id, BoxKalman.start(boxes[det]), state, frame_index, boxes[det]
+                )
                 self.tracks.append(track)
                 assigned[track.track_id] = int(det)
                 self.next_id += 1
@@ -195,8 +199,15 @@ class ByteTracker:
         """Match tracks at ``track_pos`` to detections ``dets``; record pairs; return unmatched dets."""
         if not track_pos or len(dets) == 0:
             return dets
-        predicted = np.stack([self.tracks[p].kalman.box for p in track_pos])
-        pairs = match_iou(box_iou(predicted, boxes[dets]), min_iou)
+        tracks = [self.tracks[p] for p in track_pos]
+        iou = box_iou(np.stack([t.kalman.box for t in tracks]), boxes[dets])
+        lost = [k for k, t in enumerate(tracks) if t.state is State.LOST]
+        if lost:
+            # A person who stopped while hidden reappears where last seen, not where the filter
+            # extrapolated them: lost tracks also match against their last detected box.
+            last = box_iou(np.stack([tracks[k].last_box for k in lost]), boxes[dets])
+            iou[lost] = np.maximum(iou[lost], last)
+        pairs = match_iou(iou, min_iou)
         for row, col in pairs:
             matches[track_pos[row]] = int(dets[col])
         used = {col for _, col in pairs}

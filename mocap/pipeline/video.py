@@ -141,7 +141,17 @@ class VideoSource:
         index = 0
         count = 0  # frames inside [start, end), before stride
         next_due = -math.inf
+        last_time = -math.inf
         for time, image in raw:
+            if time <= last_time:  # duplicated or out-of-order timestamp: not a new moment
+                log.debug(
+                    "%s: dropped a frame at %.4f s (not after %.4f s)",
+                    self.info.path,
+                    time,
+                    last_time,
+                )
+                continue
+            last_time = time
             if self.start is not None and time < self.start - 1e-6:
                 continue
             if self.end is not None and time >= self.end - 1e-6:
