@@ -31,6 +31,7 @@ from mocap.paths import atomic_path
 from mocap.smoothing import MODES, JitterReport
 
 if TYPE_CHECKING:  # mocap.world imports exporters.rig: import it lazily to avoid a cycle
+    from mocap.body.skeleton import BodySource
     from mocap.world import WorldFrame
 
 NATIVE_FORMATS = ("npz", "bvh")
@@ -155,7 +156,7 @@ def export_motion(
     motion: Motion,
     out_dir: str | Path,
     formats: str | Sequence[str],
-    body: object | None = None,
+    body: "BodySource | None" = None,
     per_person: bool = True,
     units: str = "m",
     smoothing: str | None = None,
@@ -192,7 +193,7 @@ def export_motion(
         raise MocapError(
             f"cannot create output folder {out}: {exc.strerror}; choose a writable folder"
         ) from exc
-    built = build_world(motion, body, smoothing, smooth_strength)  # type: ignore[arg-type]
+    built = build_world(motion, body, smoothing, smooth_strength)
     report = ExportReport(
         out_dir=out, notes=list(built.notes), jitter=built.jitter, world=built.world
     )

@@ -11,6 +11,10 @@ world. Without the SMPL model the built-in skeleton (average proportions, no bod
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mocap.body.smpl import BodyModel
 
 FORMATS_HELP = "comma-separated: npz,bvh,fbx,blend,glb,gltf (default: bvh,fbx)"
 
@@ -57,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _load_body(path: str | None) -> object | None:
+def _load_body(path: str | None) -> "BodyModel | None":
     """SMPL body model when available (required when a path is given), else None."""
     from mocap.body.smpl import load_body_model
 

@@ -29,7 +29,7 @@ from scipy.spatial.transform import Rotation, Slerp
 from exporters.rig import RigAnimation, RigMesh
 from mocap.body.skeleton import (
     FOOT_JOINTS,
-    RestJointSource,
+    BodySource,
     Skeleton,
     builtin_skeleton,
     smpl_skeleton,
@@ -117,16 +117,12 @@ def contiguous(track: Track) -> Track:
     )
 
 
-def skeleton_for(track: Track, body: RestJointSource | None) -> Skeleton:
+def skeleton_for(track: Track, body: BodySource | None) -> Skeleton:
     """The track's skeleton: SMPL rest joints for its median betas, else the built-in one."""
     if body is None:
         return builtin_skeleton()
     betas = np.median(np.asarray(track.betas, dtype=np.float64), axis=0)
-    sole = (
-        float(_np(body.rest_vertices(betas))[:, 1].min())
-        if hasattr(body, "rest_vertices")
-        else None
-    )
+    sole = float(_np(body.rest_vertices(betas))[:, 1].min())
     return smpl_skeleton(body, betas, sole_height=sole)
 
 
@@ -181,19 +177,19 @@ def level_correction(rigs: list[RigAnimation], skeletons: list[Skeleton]) -> np.
 
 
 def _camera_rig(
-    track: Track, skeleton: Skeleton, fps: float, body: object | None, to_world: np.ndarray
+    track: Track, skeleton: Skeleton, fps: float, body: BodySource | None, to_world: np.ndarray
 ) -> RigAnimation:
     """The track as a rig in the rotated camera frame (before the floor/origin shift)."""
     rot = np.concatenate([track.global_orient[:, None], track.body_pose], axis=1).astype(np.float64)
     rot[:, 0] = to_world @ rot[:, 0]
     root = (skeleton.rest_joints[0] + np.asarray(track.transl, dtype=np.float64)) @ to_world.T
     mesh = None
-    if body is not None and hasattr(body, "rest_vertices"):
+    if body is not None:
         betas = np.median(np.asarray(track.betas, dtype=np.float64), axis=0)
         mesh = RigMesh(
-            rest_vertices=_np(body.rest_vertices(betas)),  # type: ignore[attr-defined]
-            faces=np.asarray(_np(body.faces), dtype=np.int64),  # type: ignore[attr-defined]
-            weights=_np(body.lbs_weights),  # type: ignore[attr-defined]
+            rest_vertices=_np(body.rest_vertices(betas)),
+            faces=np.asarray(_np(body.faces), dtype=np.int64),
+            weights=_np(body.lbs_weights),
         )
     return RigAnimation(
         name=f"person_{track.track_id}",
@@ -212,11 +208,8 @@ def place_in_world(
     rigs: list[RigAnimation], skeletons: list[Skeleton], to_world: np.ndarray
 ) -> WorldFrame:
     """Shift camera-aligned rigs (in place) so the floor is y = 0 and the people start near x = z = 0."""
-    contacts = []
-    for rig, skel in zip(rigs, skeletons, strict=True):
-        feet = rig.world_positions()[:, FOOT_JOINTS, 1] - skel.sole_clearance[list(FOOT_JOINTS)]
-        contacts.append(feet.min(axis=1))
-    floor = float(np.percentile(np.concatenate(contacts), FLOOR_PERCENTILE))
+    soles = [_sole_contacts(rig, skel)[:, 1] for rig, skel in zip(rigs, skeletons, strict=True)]
+    floor = float(np.percentile(np.concatenate(soles), FLOOR_PERCENTILE))
     start = np.mean([rig.root_positions[0] for rig in rigs], axis=0)
     offset = np.array([start[0], floor, start[2]])
     for rig in rigs:
@@ -226,7 +219,7 @@ def place_in_world(
 
 def build_world(
     motion: Motion,
-    body: RestJointSource | None = None,
+    body: BodySource | None = None,
     smoothing: str | None = None,
     strength: float = 1.0,
 ) -> WorldResult:
@@ -281,7 +274,7 @@ def build_world(
 
 def motion_to_rigs(
     motion: Motion,
-    body: RestJointSource | None = None,
+    body: BodySource | None = None,
     smoothing: str | None = None,
     strength: float = 1.0,
 ) -> list[RigAnimation]:

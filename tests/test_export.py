@@ -146,6 +146,7 @@ def test_mocap_export_command_with_smpl(shared_data: Path, smpl_dir: Path, tmp_p
     assert export_cmd.run(cli_args(str(path), "--formats", "bvh", "--smpl", str(smpl))) == 0
     clip = read_bvh(tmp_path / "person_2.bvh")
     body = load_body_model(str(smpl), required=True)
+    assert body is not None
     rest = body.rest_joints(np.median(motion.tracks[1].betas, axis=0))
     knee, hip = SMPL_JOINT_NAMES.index("right_knee"), SMPL_JOINT_NAMES.index("right_hip")
     assert np.allclose(

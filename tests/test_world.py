@@ -138,6 +138,7 @@ def test_smpl_skeleton_follows_betas_and_matches_smpl(shared_data: Path, smpl_di
     from mocap.body.smpl import load_body_model
 
     body = load_body_model(str(smpl_dir / "SMPL_NEUTRAL.pkl"), required=True)
+    assert body is not None
     track = real_pose_track(shared_data, 12)
     result = build_world(Motion([track], 30.0, (1920, 1080), 1500.0), body=body)
     rig, skel = result.rigs[0], result.skeletons[0]

@@ -62,6 +62,18 @@ class RestJointSource(Protocol):
     def rest_joints(self, betas: np.ndarray) -> np.ndarray: ...
 
 
+class BodySource(RestJointSource, Protocol):
+    """What the exporters need from a body model: rest joints and the skinned rest mesh."""
+
+    def rest_vertices(self, betas: np.ndarray) -> np.ndarray: ...
+
+    @property
+    def faces(self) -> np.ndarray: ...
+
+    @property
+    def lbs_weights(self) -> np.ndarray: ...
+
+
 @dataclass
 class Skeleton:
     """Rest pose of one person's 24-joint skeleton.
