@@ -11,6 +11,7 @@ the exact path to put them at; so does every download when offline.
 """
 
 import argparse
+import contextlib
 import hashlib
 import os
 import shutil
@@ -18,7 +19,7 @@ import sys
 import tarfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -282,6 +283,29 @@ def resolve(name: str, download: bool = True, progress: bool = True) -> Path:
         raise MocapError(f"{name} is missing: {entry.manual.format(path=path)}")
     if not download:
         raise MocapError(f"{name} is missing at {path}; run `mocap weights download {name}`")
+    with _exclusive(mocap_home() / "downloads" / f".{entry.name}.lock"):
+        if not _is_present(name):  # another process may have fetched it while we waited
+            _fetch(entry, path, progress)
+    return path
+
+
+@contextlib.contextmanager
+def _exclusive(lock: Path) -> Iterator[None]:
+    """Hold an exclusive lock so parallel jobs never write the same .partial file; the OS releases
+    it when the holder exits, so a crashed download leaves no stale lock."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows: no locking
+        yield
+        return
+    with open(lock, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def _fetch(entry: WeightFile, path: Path, progress: bool) -> None:
+    assert entry.url is not None
     fetched = mocap_home() / "downloads" / Path(entry.url).name if entry.unpacks else path
     if fetched.is_file():  # an archive the user placed by hand
         digest = sha256_of(fetched)
@@ -292,15 +316,11 @@ def resolve(name: str, download: bool = True, progress: bool = True) -> Path:
     else:
         digest = download_file(entry.url, fetched, entry.sha256, progress)
     if entry.sha256 is None:
-        print(
-            f"sha256 {digest}  {fetched.name} (no pinned hash for {name}; pin this one)",
-            file=sys.stderr,
-        )
+        print(f"sha256 {digest}  {fetched.name} (no pinned hash for {entry.name}; pin this one)", file=sys.stderr)  # fmt: skip
     if entry.unpacks:
         extract_archive(fetched, path)
         _marker(entry).write_text(digest + "\n")
         fetched.unlink()  # the extracted files are what is used; the archive is large
-    return path
 
 
 def _human(size: int) -> str:

@@ -5,6 +5,7 @@ import http.server
 import io
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ class Server:
     files: dict[str, bytes] = field(default_factory=dict)
     ranges: list[str | None] = field(default_factory=list)
     honour_range: bool = True
+    delay: float = 0.0
 
 
 @pytest.fixture
@@ -35,6 +37,7 @@ def server() -> Iterator[Server]:
             body = state.files.get(self.path)
             range_header = self.headers.get("Range")
             state.ranges.append(range_header)
+            time.sleep(state.delay)
             if body is None:
                 self.send_error(404)
                 return
@@ -111,6 +114,27 @@ def test_resume_after_a_partial_file(
     path.unlink()
     (home / "w.bin.partial").write_bytes(PAYLOAD)
     assert weights.resolve("t", progress=False).read_bytes() == PAYLOAD
+
+
+def test_parallel_jobs_download_once(
+    server: Server, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.files["/w.bin"] = PAYLOAD
+    server.delay = 0.3
+    _register(monkeypatch, WeightFile("t", "w.bin", "test", url=f"{server.url}/w.bin", sha256=_sha(PAYLOAD)))  # fmt: skip
+    results: list[bytes] = []
+    jobs = [
+        threading.Thread(
+            target=lambda: results.append(weights.resolve("t", progress=False).read_bytes())
+        )
+        for _ in range(3)
+    ]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join()
+    assert results == [PAYLOAD] * 3
+    assert len(server.ranges) == 1  # the others waited for the lock, then found the file
 
 
 def test_checksum_mismatch_is_refused_and_deleted(
