@@ -255,7 +255,7 @@ def test_subprocess_without_smpl_uses_the_skeleton(
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     assert done.stdout.count("built-in skeleton") == 1  # said once
-    assert "model: checkpoint" in done.stdout  # which model was used
+    assert "model: featup-deformable (tiny) from" in done.stdout  # which model was used
     result = tmp_path / "out" / "posetrack_5frames_mpeg4"
     info = json.loads((result / "run.json").read_text())
     assert info["body"] == "built-in skeleton" and info["video"]["frames"] == 3

@@ -91,11 +91,19 @@ def auto_precision(precision: str, device: str) -> str:
         import torch
 
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "fp32"
-    return "bf16" if ("amx_bf16" in flags or "avx512_bf16" in flags) else "fp32"
+    from mocap.model.predictor import cpu_has_fast_bf16
+
+    return "bf16" if cpu_has_fast_bf16() else "fp32"
+
+
+def describe_checkpoint(path: Path, fallback: str) -> str:
+    """The variant stored in a mocap checkpoint (e.g. "featup-deformable (tiny)"), else ``fallback``."""
+    from mocap.model.checkpoint import is_mocap_checkpoint, read_config
+
+    if not is_mocap_checkpoint(path):
+        return fallback
+    config = read_config(path)
+    return f"{config.variant} ({config.size})"
 
 
 def build_engines(settings: RunSettings) -> "Engines":
@@ -124,7 +132,14 @@ def build_engines(settings: RunSettings) -> "Engines":
         )
     variant, path = resolve_model(settings)
     predictor = Predictor.from_checkpoint(
-        str(path), device=device, precision=precision, focal_length=settings.focal_length
+        path,
+        device=device,
+        precision=precision,
+        focal_length=settings.focal_length,
+        batch_size=settings.batch_size,
+    )
+    variant = describe_checkpoint(
+        path, "hmr2 (HMR2.0 weights)" if variant in ("hmr2", "checkpoint") else variant
     )
     detector = PersonDetector(
         settings.detector or DEFAULT_DETECTOR,
@@ -133,7 +148,7 @@ def build_engines(settings: RunSettings) -> "Engines":
         min_size=settings.min_box,
         device=device,
     )
-    label = f"{variant} ({path}) on {device}, {precision}"
+    label = f"{variant} from {path}, {device}, {precision}"
     log.info("model: %s", label)
     return Engines(
         detector=detector,
