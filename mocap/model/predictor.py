@@ -1,0 +1,186 @@
+"""Predictor: numpy frames / crops in, SMPL parameters out; owns device, precision and batching.
+
+The network only sees batched tensors; this object owns everything around it (the segment-anything
+split): cropping (``mocap.model.crop``), device placement, precision, batching and turning the crop
+camera into a full-image translation (``mocap.geometry.cam_crop_to_full``, HMR2.0's formula, focal
+length overridable).
+
+Precision: ``bf16`` / ``fp16`` store the **backbone** weights in that type once (no per-call
+casting); the upsamplers and the head, a small part of the cost, stay in fp32 so that rotations,
+shape and camera keep full precision. On a CPU, fp16 is not a fast path: it falls back to bf16
+where the CPU has bf16 matrix units (AMX / AVX512-BF16), else to fp32, with a message.
+"""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mocap.errors import MocapError
+from mocap.geometry import cam_crop_to_full, default_focal_length
+from mocap.model.checkpoint import load_any_checkpoint
+from mocap.model.crop import crop_people
+from mocap.model.hmr import HMR
+
+log = logging.getLogger(__name__)
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class SMPLParams:
+    """SMPL parameters of N people (numpy, float32 except where noted).
+
+    Attributes:
+        global_orient: (N, 3, 3) root rotation, camera frame.
+        body_pose: (N, 23, 3, 3) joint rotations relative to their parents.
+        betas: (N, 10) shape.
+        cam_crop: (N, 3) crop camera (s, tx, ty).
+        transl: (N, 3) translation of the SMPL origin in the full-image camera, metres.
+        focal_length: focal length in pixels the translation assumes.
+    """
+
+    global_orient: np.ndarray
+    body_pose: np.ndarray
+    betas: np.ndarray
+    cam_crop: np.ndarray
+    transl: np.ndarray
+    focal_length: float
+
+    def __len__(self) -> int:
+        return len(self.betas)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU multiplies bf16 in hardware (AMX or AVX512-BF16)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; MocapError for cuda without a GPU."""
+    if device not in DEVICES:
+        raise MocapError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise MocapError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """The backbone dtype for ``precision`` on ``device`` (fp16 on CPU falls back, with a message)."""
+    if precision not in PRECISIONS:
+        raise MocapError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if device.type == "cpu" and precision == "fp16":
+        fallback = "bf16" if cpu_has_fast_bf16() else "fp32"
+        log.warning("fp16 is not a fast path on CPU; using %s instead", fallback)
+        precision = fallback
+    elif device.type == "cpu" and precision == "bf16" and not cpu_has_fast_bf16():
+        log.warning("this CPU has no bf16 matrix units (AMX / AVX512-BF16): bf16 will be slow")
+    return PRECISIONS[precision]
+
+
+class Predictor:
+    """Runs an HMR model on person crops.
+
+    Arguments:
+        model: the network (any variant); moved to ``device``, put in eval mode.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        precision: ``fp32``, ``bf16`` or ``fp16`` for the backbone (see the module docstring).
+        focal_length: full-image focal length in pixels; None = HMR2.0's 5000/256 * max(W, H).
+        batch_size: crops per forward pass.
+    """
+
+    def __init__(
+        self,
+        model: HMR,
+        device: str = "auto",
+        precision: str = "fp32",
+        focal_length: float | None = None,
+        batch_size: int = 8,
+    ) -> None:
+        if focal_length is not None and not focal_length > 0:
+            raise MocapError(f"focal length must be positive pixels, got {focal_length}")
+        if batch_size < 1:
+            raise MocapError(f"batch size must be at least 1, got {batch_size}")
+        self.device = resolve_device(device)
+        self.dtype = resolve_precision(precision, self.device)
+        self.focal_length = focal_length
+        self.batch_size = batch_size
+        self.model = model.eval().to(self.device)
+        self.model.backbone.to(self.dtype)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        device: str = "auto",
+        precision: str = "fp32",
+        focal_length: float | None = None,
+        batch_size: int = 8,
+    ) -> "Predictor":
+        """A mocap checkpoint or an HMR2.0 ``.ckpt`` (told apart by content)."""
+        model, report = load_any_checkpoint(path)
+        if report is not None:
+            log.info("%s: %s", path, report.summary())
+        return cls(model, device, precision, focal_length, batch_size)
+
+    @torch.inference_mode()
+    def predict_crops(
+        self,
+        crops: np.ndarray,
+        centers: np.ndarray,
+        sizes: np.ndarray,
+        image_size: tuple[int, int],
+    ) -> SMPLParams:
+        """SMPL parameters of N preprocessed crops.
+
+        Arguments:
+            crops: (N, 3, 256, 192) float32 normalised crops (``mocap.model.crop``).
+            centers: (N, 2) crop centres in image pixels.
+            sizes: (N,) crop sides in image pixels.
+            image_size: full image (width, height) in pixels.
+        """
+        crops = np.asarray(crops, np.float32)
+        if crops.ndim != 4 or crops.shape[1:] != (3, 256, 192):
+            raise ValueError(f"crops must be (N, 3, 256, 192), got {crops.shape}")
+        rotmats, betas, cams = [], [], []
+        for start in range(0, len(crops), self.batch_size):
+            batch = torch.from_numpy(crops[start : start + self.batch_size]).to(self.device)
+            out = self.model(batch)
+            rotmats.append(out.rotmat.float().cpu())
+            betas.append(out.betas.float().cpu())
+            cams.append(out.cam.float().cpu())
+        n = len(crops)
+        rotmat = torch.cat(rotmats) if rotmats else torch.zeros(0, 24, 3, 3)
+        cam = torch.cat(cams) if cams else torch.zeros(0, 3)
+        size_wh = torch.tensor([float(image_size[0]), float(image_size[1])], dtype=torch.float64)
+        focal = self.focal_length or float(default_focal_length(size_wh))
+        transl = cam_crop_to_full(
+            cam.double(),
+            torch.as_tensor(np.asarray(centers, np.float64).reshape(n, 2)),
+            torch.as_tensor(np.asarray(sizes, np.float64).reshape(n)),
+            size_wh.expand(n, 2),
+            focal,
+        )
+        return SMPLParams(
+            global_orient=rotmat[:, 0].numpy(),
+            body_pose=rotmat[:, 1:].numpy(),
+            betas=(torch.cat(betas) if betas else torch.zeros(0, 10)).numpy(),
+            cam_crop=cam.numpy(),
+            transl=transl.float().numpy(),
+            focal_length=focal,
+        )
+
+    def predict(self, image_bgr: np.ndarray, boxes_xyxy: np.ndarray) -> SMPLParams:
+        """Crop every box (N, 4) of one (H, W, 3) uint8 BGR frame and predict."""
+        batch = crop_people(image_bgr, boxes_xyxy)
+        height, width = image_bgr.shape[:2]
+        return self.predict_crops(batch.images, batch.centers, batch.sizes, (width, height))
