@@ -93,14 +93,26 @@ def test_a_failing_person_or_format_does_not_stop_the_others(
 
 
 def test_blender_formats_combined_scene(shared_data: Path, tmp_path: Path) -> None:
-    from exporters.blender import read_with_blender
+    """Default formats, all people in one FBX scene: re-imported joints match the rigs within 1 mm."""
+    from exporters.blender import YUP_TO_ZUP, read_with_blender
+    from mocap.world import motion_to_rigs
 
-    report = export_motion(two_people(shared_data, 10), tmp_path, "bvh,glb", per_person=False)
+    motion = two_people(shared_data, 10)
+    report = export_motion(motion, tmp_path, "bvh,fbx", per_person=False)
     assert report.ok, report.summary()
-    assert sorted(p.name for p in report.files) == ["people.glb", "person_1.bvh", "person_2.bvh"]
-    scene = read_with_blender(tmp_path / "people.glb", mesh_samples=0)
-    assert len(scene.armatures) == 2
-    assert all(sorted(a.bone_names) == sorted(SMPL_JOINT_NAMES) for a in scene.armatures)
+    assert sorted(p.name for p in report.files) == ["people.fbx", "person_1.bvh", "person_2.bvh"]
+    scene = read_with_blender(tmp_path / "people.fbx", mesh_samples=0)
+    assert scene.fps == pytest.approx(30.0) and len(scene.armatures) == 2
+    for rig in motion_to_rigs(motion):
+        arm = next(a for a in scene.armatures if a.name.startswith(rig.name))
+        order = [arm.bone_names.index(n) for n in SMPL_JOINT_NAMES]
+        index = (
+            np.round(arm.frames).astype(int) - 1 - rig.frame_start
+        )  # scene frame 1 = video frame 0
+        keep = (index >= 0) & (index < rig.num_frames)
+        assert keep.sum() == rig.num_frames
+        expected = rig.world_positions()[index[keep]] @ YUP_TO_ZUP.T
+        assert np.abs(arm.joint_positions[keep][:, order] - expected).max() < 1e-3
     assert no_partials(tmp_path)
 
 
