@@ -240,6 +240,9 @@ def test_missing_file_and_bad_settings(tmp_path: Path, shared_data: Path) -> Non
         open_video(real, start=0.5, end=0.2)
     with pytest.raises(MocapError, match="past the end"):
         open_video(real, start=5.0)
+    # Inside the duration (1.0 s) but after the last frame (0.8 s): found while decoding.
+    with pytest.raises(MocapError, match="no frames .* fall between --start 0.9"):
+        list(open_video(real, start=0.9))
 
 
 def test_audio_only_file(tmp_path: Path) -> None:

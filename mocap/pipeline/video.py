@@ -166,6 +166,10 @@ class VideoSource:
                 next_due = max(next_due + period, time + 0.75 * period) if index else time + period
             yield Frame(index=index, time=time, image=image)
             index += 1
+        if index == 0 and self.start is None and self.end is None:
+            raise MocapError(
+                f"no frame of {self.info.path} could be decoded; check the file or re-export it"
+            )
         if index == 0:
             raise MocapError(
                 f"no frames of {self.info.path} fall between --start {self.start} and --end "
