@@ -148,6 +148,27 @@ def test_rotation_metadata(tmp_path: Path, street_frames: list[np.ndarray], degr
         assert image.shape != street_frames[0].shape
 
 
+def test_legacy_rotate_tag(tmp_path: Path) -> None:
+    """The old ``rotate`` tag (clockwise degrees, here in an MKV) is honoured too."""
+    image = np.zeros((32, 64, 3), np.uint8)
+    image[:, :32] = 255  # left half white
+    path = tmp_path / "tagged.mkv"
+    with av.open(str(path), "w") as container:
+        stream: av.video.stream.VideoStream = container.add_stream("libx264", rate=30)  # type: ignore[assignment]
+        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
+        stream.metadata["rotate"] = "90"
+        for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    source = open_video(path)
+    assert (source.info.rotation, source.info.width, source.info.height) == (270, 32, 64)
+    upright = next(iter(source)).image
+    assert upright.shape == (64, 32, 3)
+    # Turned 90 degrees clockwise: the left half of the stored picture is now on top.
+    assert upright[:28].mean() > 200 and upright[36:].mean() < 50
+
+
 def test_rotate_image_directions() -> None:
     image = np.zeros((2, 3, 3), np.uint8)
     image[0, 2] = 255  # top-right corner

@@ -333,8 +333,12 @@ def _probe_video(path: Path) -> VideoInfo:
                 "check the file or re-export it"
             )
         rotation = _normalise_rotation(first.rotation or 0.0)
-        if rotation == 0 and "rotate" in stream.metadata:  # legacy tag: clockwise degrees
-            rotation = _normalise_rotation(-float(stream.metadata["rotate"]))
+        tags = {k.lower(): v for k, v in stream.metadata.items()}
+        if rotation == 0 and "rotate" in tags:  # legacy tag (old FFmpeg, MKV): clockwise degrees
+            try:
+                rotation = _normalise_rotation(-float(tags["rotate"]))
+            except ValueError:
+                log.warning("%s: ignoring unreadable rotate tag %r", path, tags["rotate"])
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         fps = float(rate) if rate else DEFAULT_FOLDER_FPS
         duration = None
