@@ -83,7 +83,8 @@ _HELP: dict[str, str] = {
     "precision": "model precision; 'auto' picks bf16 where the hardware runs it fast, else fp32",
     "smooth": "temporal smoothing: offline (zero-lag, best for files), oneeuro (online), none",
     "smooth_strength": "smoothing strength: 0 = none, 1 = default, 2 = strong",
-    "formats": f"comma-separated output formats out of {','.join(FORMATS)}",
+    "formats": f"comma-separated animation formats out of {','.join(FORMATS)} (npz: per-person "
+    "skeleton arrays); motion.npz with the SMPL parameters is always written",
     "units": "length unit of BVH/FBX files",
     "preview": "also write preview.mp4 with each person's mesh (or skeleton) over the video",
     "overwrite": "redo clips whose outputs already exist",
