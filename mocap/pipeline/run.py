@@ -401,9 +401,9 @@ def _estimate_motion(
                         crop = crop_person(frame.image, t.box)
                         pending.append((t.track_id, frame.index, np.asarray(t.box), t.score, crop))
                 detections += len(tracked)
-            while len(pending) >= settings.batch_size:
-                infer(pending[: settings.batch_size])
-                del pending[: settings.batch_size]
+                while len(pending) >= settings.batch_size:  # crops held: < batch + one frame's
+                    infer(pending[: settings.batch_size])
+                    del pending[: settings.batch_size]
             bar.update(len(batch))
         if pending:
             infer(pending)
