@@ -121,14 +121,10 @@ def build_engines(settings: RunSettings) -> "Engines":
     device = auto_device(settings.device)
     precision = auto_precision(settings.precision, device)
     body = load_body_model(settings.smpl, required=False)
-    warnings = []
-    if body is None:
-        warnings.append(
-            "no SMPL model file found: using the built-in skeleton (body shape not applied)"
-        )
+    if body is None:  # not an error: said once, and recorded as "body" in run.json
         log.info(
-            "%s; pass --smpl SMPL_NEUTRAL.pkl or set $MOCAP_SMPL for shaped bodies and meshes",
-            warnings[-1],
+            "no SMPL model file found: using the built-in skeleton (body shape not applied); "
+            "pass --smpl SMPL_NEUTRAL.pkl or set $MOCAP_SMPL for shaped bodies and meshes"
         )
     variant, path = resolve_model(settings)
     predictor = Predictor.from_checkpoint(
@@ -169,7 +165,6 @@ def build_engines(settings: RunSettings) -> "Engines":
             "ultralytics": ultralytics.__version__,
             "platform": platform.platform(),
         },
-        warnings=warnings,
     )
 
 
