@@ -220,6 +220,15 @@ def export_gltf(path: Path, fmt: str) -> None:
     )  # fmt: skip
 
 
+def one_line(exc: Exception) -> str:
+    """The telling line of an exception; bpy operators wrap a whole traceback in RuntimeError."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith("Location:")]
+    if isinstance(exc, RuntimeError) and lines and "Error" in lines[-1]:
+        return lines[-1]
+    return f"{type(exc).__name__}: {lines[-1] if lines else ''}"
+
+
 def run_job(job_file: str) -> int:
     """Build each distinct scene once and write all its files; record results as they happen."""
     job = json.loads(Path(job_file).read_text())
@@ -264,18 +273,20 @@ def run_job(job_file: str) -> int:
         except Exception as exc:  # the scene failed: every file of it fails, other scenes go on
             for out in outs:
                 record(
-                    out, f"building the Blender scene for {Path(out['path']).name} failed: {exc!r}"
+                    out,
+                    f"building the Blender scene for {Path(out['path']).name} failed: {one_line(exc)}",
                 )
             traceback.print_exc()
             continue
         for out in outs:
             try:
                 start = time.perf_counter()
+                Path(out["path"]).parent.mkdir(parents=True, exist_ok=True)  # as some exporters do
                 write_file(out["format"], Path(out["tmp"]), Path(out["path"]))
                 result["seconds"][out["path"]] = time.perf_counter() - start
                 record(out, None)
             except Exception as exc:
-                record(out, f"writing {Path(out['path']).name} failed: {exc!r}")
+                record(out, f"writing {Path(out['path']).name} failed: {one_line(exc)}")
                 traceback.print_exc()
     return 0
 

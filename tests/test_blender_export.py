@@ -143,12 +143,14 @@ def test_combined_scene_keeps_people_in_sync(written: Path, people: dict[str, Pe
 def test_one_failing_file_does_not_stop_the_others(tmp_path: Path, people: dict[str, Person]):
     two = people["person_2"].rig
     still = rig_from("still", two.rest_positions(), two.local_rotations[:1], np.zeros((1, 3)), 0)
-    good, bad = tmp_path / "ok.blend", tmp_path / "missing_dir" / "bad.fbx"
+    good, bad = tmp_path / "new_dir" / "ok.blend", tmp_path / "bad.fbx"
+    bad.mkdir()  # a folder already has the file's name
     errors = write_with_blender({bad: [two], good: [still]})  # a one-frame clip is fine too
     assert errors[good.resolve()] is None and good.is_file()
     message = errors[bad.resolve()]
-    assert message is not None and "bad.fbx" in message and "\n" not in message
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.blend"]  # no partial files
+    assert message is not None and message.startswith("writing bad.fbx failed: IsADirectoryError")
+    assert "\n" not in message
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["bad.fbx", "new_dir", "ok.blend"]
 
 
 def test_crashing_blender_is_reported(
