@@ -5,7 +5,8 @@
 :class:`~exporters.rig.RigAnimation` per person (SMPL skeleton and skinned mesh from the track's
 betas when a body model is given, else the built-in skeleton) and writes:
 
-    ``npz``   per person, native: the rig arrays and joint world positions (metres)
+    ``npz``   per person, native: the rig arrays, joint world positions and the SMPL parameters
+              in the world frame (see :func:`write_rig_npz`), metres
     ``bvh``   per person, native (:mod:`exporters.bvh`), metres or centimetres
     ``fbx``, ``blend``, ``glb``, ``gltf``   through Blender in a child process
               (:mod:`exporters.blender`), one file per person or all people in one scene
@@ -90,30 +91,45 @@ def parse_formats(formats: str | Sequence[str]) -> list[str]:
     return out
 
 
-def write_rig_npz(rig: RigAnimation, path: Path) -> Path:
-    """The rig's arrays plus joint world positions (T,J,3), metres, Y up; atomic."""
+def write_rig_npz(rig: RigAnimation, path: Path, betas: np.ndarray | None = None) -> Path:
+    """Write one person's animation as npz (atomic). Y-up world, metres, rotation matrices.
+
+    Keys: ``joint_names`` (J,), ``parents`` (J,), ``rest_offsets`` (J,3), ``root_positions`` (T,3),
+    ``local_rotations`` (T,J,3,3), ``joint_positions`` (T,J,3) world, ``fps``, ``frame_start``; and
+    SMPL's parameters in the world frame: ``global_orient`` (T,3,3), ``body_pose`` (T,23,3,3),
+    ``transl`` (T,3) and, when the skeleton came from SMPL, ``betas`` (10,), so that SMPL with
+    these parameters reproduces ``joint_positions``.
+    """
+    arrays = {
+        "joint_names": np.array(rig.joint_names),
+        "parents": np.array(rig.parents, dtype=np.int64),
+        "rest_offsets": rig.rest_offsets,
+        "root_positions": rig.root_positions,
+        "local_rotations": rig.local_rotations,
+        "joint_positions": rig.world_positions(),
+        "fps": np.array(rig.fps),
+        "frame_start": np.array(rig.frame_start),
+        "global_orient": rig.local_rotations[:, 0],
+        "body_pose": rig.local_rotations[:, 1:],
+        # SMPL rotates about the root joint and translates its origin: origin = root - rest root
+        "transl": rig.root_positions - rig.rest_offsets[0],
+    }
+    if betas is not None:
+        arrays["betas"] = np.asarray(betas)
     tmp = atomic_path(path)
     try:
         with open(tmp, "wb") as fh:
-            np.savez(
-                fh,
-                joint_names=np.array(rig.joint_names),
-                parents=np.array(rig.parents, dtype=np.int64),
-                rest_offsets=rig.rest_offsets,
-                root_positions=rig.root_positions,
-                local_rotations=rig.local_rotations,
-                joint_positions=rig.world_positions(),
-                fps=np.array(rig.fps),
-                frame_start=np.array(rig.frame_start),
-            )
+            np.savez(fh, **arrays)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
 
 
-def _write_native(fmt: str, rig: RigAnimation, path: Path, units: str) -> Path:
-    return write_bvh(rig, path, units) if fmt == "bvh" else write_rig_npz(rig, path)
+def _write_native(
+    fmt: str, rig: RigAnimation, path: Path, units: str, betas: np.ndarray | None
+) -> Path:
+    return write_bvh(rig, path, units) if fmt == "bvh" else write_rig_npz(rig, path, betas)
 
 
 def _write_blender(
@@ -200,10 +216,10 @@ def export_motion(
     if not per_person and any(f in NATIVE_FORMATS for f in fmts) and len(built.rigs) > 1:
         report.notes.append("BVH and npz hold one skeleton per file: written per person")
     for fmt in (f for f in fmts if f in NATIVE_FORMATS):
-        for rig in built.rigs:
+        for rig, skeleton in zip(built.rigs, built.skeletons, strict=True):
             path = out / f"{rig.name}.{fmt}"
             try:
-                report.files.append(_write_native(fmt, rig, path, units))
+                report.files.append(_write_native(fmt, rig, path, units, skeleton.betas))
             except Exception as exc:  # noqa: BLE001 - one person's failure must not stop the others
                 msg = str(exc) if isinstance(exc, MocapError) else f"{type(exc).__name__}: {exc}"
                 report.failures.append(ExportFailure(rig.name, fmt, msg))

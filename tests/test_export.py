@@ -155,7 +155,7 @@ def test_mocap_export_command_with_smpl(shared_data: Path, smpl_dir: Path, tmp_p
     motion = two_people(shared_data, 8)
     path = motion.save(tmp_path / "motion.npz")
     smpl = smpl_dir / "SMPL_NEUTRAL.pkl"
-    assert export_cmd.run(cli_args(str(path), "--formats", "bvh", "--smpl", str(smpl))) == 0
+    assert export_cmd.run(cli_args(str(path), "--formats", "bvh,npz", "--smpl", str(smpl))) == 0
     clip = read_bvh(tmp_path / "person_2.bvh")
     body = load_body_model(str(smpl), required=True)
     assert body is not None
@@ -164,6 +164,21 @@ def test_mocap_export_command_with_smpl(shared_data: Path, smpl_dir: Path, tmp_p
     assert np.allclose(
         clip.joints[clip.names.index("right_knee")].offset, rest[knee] - rest[hip], atol=1e-5
     )
+    # the npz's world-frame SMPL parameters reproduce its joints through SMPL itself (smplx)
+    import smplx
+    import torch
+
+    with np.load(tmp_path / "person_2.npz") as z:
+        f, n = torch.float32, len(z["transl"])
+        out = smplx.create(str(smpl_dir), model_type="smpl")(
+            global_orient=torch.tensor(z["global_orient"], dtype=f)[:, None],
+            body_pose=torch.tensor(z["body_pose"], dtype=f),
+            betas=torch.tensor(z["betas"], dtype=f).expand(n, -1),
+            transl=torch.tensor(z["transl"], dtype=f),
+            pose2rot=False,
+        )
+        joints = out.joints[:, :24].detach().numpy()
+        assert np.abs(joints - z["joint_positions"]).max() < 1e-3
     with pytest.raises(MocapError):
         export_cmd.run(
             cli_args(str(path), "--formats", "bvh", "--smpl", str(tmp_path / "nope.pkl"))

@@ -82,11 +82,13 @@ class Skeleton:
         rest_joints: (24,3) joint positions at rest, SMPL canonical frame, metres.
         sole_clearance: (24,) height of each joint above the sole at rest (floor placement).
         shaped: True when the rest joints come from SMPL and the track's betas.
+        betas: (10,) the SMPL shape the rest joints were made from (None for the built-in one).
     """
 
     rest_joints: np.ndarray
     sole_clearance: np.ndarray
     shaped: bool
+    betas: np.ndarray | None = None
     joint_names: tuple[str, ...] = SMPL_JOINT_NAMES
     parents: tuple[int, ...] = SMPL_PARENTS
 
@@ -116,10 +118,11 @@ def smpl_skeleton(
     ``sole_height`` is the lowest rest vertex's y (floor contact); estimated from the built-in foot
     clearance when not given.
     """
-    rest = np.asarray(body.rest_joints(np.asarray(betas, dtype=np.float64)), dtype=np.float64)
+    betas = np.asarray(betas, dtype=np.float64)
+    rest = np.asarray(body.rest_joints(betas), dtype=np.float64)
     if sole_height is None:
         sole_height = float(rest[10:12, 1].min()) - SOLE_BELOW_FOOT
-    return Skeleton(rest_joints=rest, sole_clearance=rest[:, 1] - sole_height, shaped=True)
+    return Skeleton(rest, rest[:, 1] - sole_height, shaped=True, betas=betas.copy())
 
 
 def forward_kinematics(
