@@ -195,34 +195,39 @@ class VideoSource:
 
     def _iter_video(self) -> Iterator[tuple[float, np.ndarray]]:
         # Threaded decoding loses the frames still inside the decoder threads when a packet is
-        # damaged, so a damaged file is re-read without threads from the last frame yielded.
+        # damaged, so a damaged file is re-read without threads from the keyframe before the last
+        # frame yielded.
         last: float | None = None
         try:
-            for time, image in self._decode_pass(threaded=True, after=None):
+            for time, image in self._decode_pass(_Damage(strict=True), after=None):
                 last = time
                 yield time, image
-        except _DamageFound:
-            yield from self._decode_pass(threaded=False, after=last)
+        except _DamageFound as found:
+            damage = _Damage()
+            yield from self._decode_pass(damage, after=last)
+            if not damage.count:  # the re-read went through: report what the first pass met
+                damage.report(self.info.path, str(found), None)
 
     def _decode_pass(
-        self, threaded: bool, after: float | None
+        self, damage: "_Damage", after: float | None
     ) -> Iterator[tuple[float, np.ndarray]]:
-        """One pass over the file from ``start``; yields (time, image) for frames after ``after``."""
+        """One pass from ``start`` (or the keyframe before ``after``); yields (time, image) of the
+        frames after ``after``. Strict passes decode with threads and stop at the first damage."""
         container = _open_container(self.info.path)
         try:
             stream = container.streams.video[0]
-            if threaded:
+            if damage.strict:
                 stream.thread_type = "AUTO"
             origin = stream.start_time or 0
             time_base = float(stream.time_base or 1.0 / 90000)
-            if self.start:
-                # Land on the keyframe before `start`; frames before it are decoded and dropped.
-                offset = origin + int(self.start / time_base)
+            seek_to = after if after is not None else self.start
+            if seek_to:
+                # Land on the keyframe before `seek_to`; frames before it are decoded and dropped.
+                offset = origin + int(seek_to / time_base)
                 try:
                     container.seek(offset, stream=stream, backward=True, any_frame=False)
                 except av.error.FFmpegError:
                     container.seek(0)
-            damage = _Damage(strict=threaded)
             decoded = 0
             for frame in _decode(container, stream, self.info.path, damage):
                 decoded += 1
@@ -237,7 +242,8 @@ class VideoSource:
                 yield time, rotate_image(frame.to_ndarray(format="bgr24"), self.info.rotation)
             else:
                 expected = stream.frames
-                if not self.start and expected and decoded < expected and not damage.count:
+                whole = not self.start and after is None
+                if whole and expected and decoded < expected and not damage.count:
                     damage.report(
                         self.info.path,
                         f"decoded {decoded} of the {expected} frames its header lists; "
