@@ -95,28 +95,20 @@ def _natural_key(path: Path) -> list[int | str]:
     return [int(p) if p.isdigit() else p.lower() for p in re.split(r"(\d+)", path.name)]
 
 
+@dataclass
 class VideoSource:
     """A re-iterable stream of :class:`Frame` from a video file or an image folder.
 
     Every iteration re-opens the file and decodes lazily: no more than one frame is held at a time.
-    Build it with :func:`open_video`.
+    Build it with :func:`open_video` (its arguments are documented there).
     """
 
-    def __init__(
-        self,
-        info: VideoInfo,
-        start: float | None,
-        end: float | None,
-        stride: int,
-        target_fps: float | None,
-        files: list[Path] | None = None,
-    ) -> None:
-        self.info = info
-        self.start = start
-        self.end = end
-        self.stride = stride
-        self.target_fps = target_fps
-        self._files = files
+    info: VideoInfo
+    start: float | None = None
+    end: float | None = None
+    stride: int = 1
+    target_fps: float | None = None
+    files: list[Path] | None = None  # the images of a folder, in order
 
     @property
     def fps(self) -> float:
@@ -144,12 +136,6 @@ class VideoSource:
         last_time = -math.inf
         for time, image in raw:
             if time <= last_time:  # duplicated or out-of-order timestamp: not a new moment
-                log.debug(
-                    "%s: dropped a frame at %.4f s (not after %.4f s)",
-                    self.info.path,
-                    time,
-                    last_time,
-                )
                 continue
             last_time = time
             if self.start is not None and time < self.start - 1e-6:
@@ -177,9 +163,9 @@ class VideoSource:
             )
 
     def _iter_folder(self) -> Iterator[tuple[float, np.ndarray]]:
-        assert self._files is not None
-        first = self._files[0]
-        for i, path in enumerate(self._files):
+        assert self.files is not None
+        first = self.files[0]
+        for i, path in enumerate(self.files):
             time = i / self.info.fps
             if self.start is not None and time < self.start - 1e-6:
                 continue  # skip reading images before the range
@@ -429,7 +415,7 @@ def open_video(
         raise MocapError(f"{path} does not exist; check the path to the video or image folder")
     if path.is_dir():
         info, files = _probe_folder(path, fps)
-        return VideoSource(info, start, end, stride, None, files)
+        return VideoSource(info, start, end, stride, files=files)
     if path.stat().st_size == 0:
         raise MocapError(f"{path} is empty (0 bytes); re-copy or re-export the video")
     info = _probe_video(path)
