@@ -5,8 +5,9 @@ Examples:
     mocap export motion.npz -o anim --formats bvh --units cm --smooth offline --smooth-strength 2
     mocap export motion.npz -o anim --formats fbx,glb --combined --smpl ~/models/SMPL_NEUTRAL.pkl
 
-World: Y up (BVH, glTF; Blender files are Z up), floor at the lowest foot contact, all people in one
-world. Without the SMPL model the built-in skeleton (average proportions, no body shape) is used.
+World: Y up (BVH, glTF; Blender files are Z up), the floor fitted to the foot contacts and placed at
+y = 0, all people of the clip in one world. Without the SMPL model the built-in skeleton (average
+proportions, no body shape) carries the motion.
 """
 
 import argparse
@@ -22,12 +23,18 @@ FORMATS_HELP = "comma-separated: npz,bvh,fbx,blend,glb,gltf (default: bvh,fbx)"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("motion", type=Path, help="motion.npz written by `mocap run`")
     parser.add_argument(
-        "-o", "--out", type=Path, default=None, help="output folder (default: next to motion.npz)"
+        "-o",
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="output folder (default: next to motion.npz)",
     )
-    parser.add_argument("--formats", default="bvh,fbx", help=FORMATS_HELP)
+    parser.add_argument("--formats", default="bvh,fbx", metavar="LIST", help=FORMATS_HELP)
     parser.add_argument(
         "--smpl",
         default=None,
+        metavar="PATH",
         help="SMPL model file (.pkl/.npz) for shaped skeletons and skinned meshes "
         "(default: $MOCAP_SMPL or the mocap cache; the built-in skeleton when absent)",
     )
@@ -56,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--smooth-strength",
         type=float,
+        metavar="S",
         default=1.0,
         help="0 = off, 1 = default, 2 = strong (default: 1)",
     )
