@@ -21,7 +21,7 @@ Everything else follows SMPL's conventions:
 
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -93,7 +93,7 @@ _CENTRE_PARTS = (
 _LEFT_PARTS = (
     _Part(1, 4, 0.07, 0.03, (0.085, 0.085), (0.055, 0.055), 24, 22),
     _Part(4, 7, 0.03, 0.025, (0.055, 0.055), (0.040, 0.040), 20, 22),
-    _Part(7, 10, 0.085, 0.01, (0.045, 0.065), (0.045, 0.030), 20, 12),
+    _Part(7, 10, 0.08, 0.01, (0.045, 0.085), (0.045, 0.030), 20, 12),
     _Part(10, (0.0, -0.15, 1.0), 0.02, 0.075, (0.046, 0.028), (0.040, 0.020), 16, 8),
     _Part(13, 16, 0.03, 0.04, (0.060, 0.050), (0.055, 0.050), 20, 10),
     _Part(16, 18, 0.04, 0.03, (0.055, 0.055), (0.042, 0.042), 20, 20),
@@ -101,13 +101,12 @@ _LEFT_PARTS = (
     _Part(20, 22, 0.02, 0.00, (0.045, 0.018), (0.045, 0.016), 16, 10),
     _Part(22, (1.0, 0.0, 0.0), 0.015, 0.10, (0.043, 0.013), (0.035, 0.010), 16, 8),
 )
-_MAIN_CHILD = {p.joint: p.end for p in _CENTRE_PARTS + _LEFT_PARTS if isinstance(p.end, int)}
 _BLEND = 0.04  # half-width of the skinning blend around each joint (m)
 
 
 def _mirror(part: _Part) -> _Part:
     end = part.end + 1 if isinstance(part.end, int) else (-part.end[0], part.end[1], part.end[2])
-    return _Part(part.joint + 1, end, *(getattr(part, f) for f in ("back", "beyond", "r_start", "r_end", "segments", "rings")))  # fmt: skip
+    return replace(part, joint=part.joint + 1, end=end)
 
 
 def _all_parts() -> list[_Part]:
@@ -171,12 +170,22 @@ def _part_surface(part: _Part, joints: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def _skin_weights(part: _Part, t: np.ndarray, length: float) -> np.ndarray:
-    """(V, 24) weights: the part's bone, blended with the parent's and main child's at the joints."""
+def _skin_weights(
+    part: _Part, v: np.ndarray, t: np.ndarray, length: float, joints: np.ndarray
+) -> np.ndarray:
+    """(V, 24) weights: the part's bone, blended with the parent's and main child's at the joints.
+
+    Each blend is 50/50 on the plane through the joint perpendicular to the parent bone, so both
+    sides of a joint agree, and a heel behind the ankle stays on the foot.
+    """
     w = np.zeros((len(t), 24))
     blend = min(_BLEND, 0.5 * length) if length > 0 else _BLEND
     parent = SMPL_PARENTS[part.joint]
-    w_parent = np.clip(0.5 * (1 - t / blend), 0, 1) if parent >= 0 else np.zeros_like(t)
+    w_parent = np.zeros_like(t)
+    if parent >= 0:
+        bone = joints[part.joint] - joints[parent]
+        along = (v - joints[part.joint]) @ (bone / np.linalg.norm(bone))
+        w_parent = np.clip(0.5 * (1 - along / blend), 0, 1)
     child = part.end if isinstance(part.end, int) else -1
     w_child = np.clip(0.5 * (1 + (t - length) / blend), 0, 1) if child >= 0 else np.zeros_like(t)
     total = w_parent + w_child
@@ -191,17 +200,14 @@ def _skin_weights(part: _Part, t: np.ndarray, length: float) -> np.ndarray:
     return w
 
 
-def _bridge(faces: np.ndarray, fa: int, fb: int) -> tuple[np.ndarray, np.ndarray]:
-    """Replace triangles ``fa`` and ``fb`` by a 6-triangle tunnel (a connected sum: F += 4)."""
-    a, b = faces[fa], faces[fb]
+def _tunnel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(6, 3) triangles joining the holes left by removing triangles ``a`` and ``b``."""
     new = []
     for i in range(3):
         a0, a1 = a[i], a[(i + 1) % 3]
         b0, b1 = b[(-i) % 3], b[(-i - 1) % 3]  # b runs the other way round the tunnel
         new += [(a0, a1, b1), (a0, b1, b0)]
-    keep = np.ones(len(faces), bool)
-    keep[[fa, fb]] = False
-    return faces[keep], np.array(new)
+    return np.array(new)
 
 
 def _landmarks() -> dict[int, tuple[float, float, float]]:
@@ -216,7 +222,7 @@ def _landmarks() -> dict[int, tuple[float, float, float]]:
         2673: (0.95, 0.215, -0.03),  # pinky
         3216: (0.10, -1.18, 0.2),  # big toe
         3226: (0.17, -1.18, 0.17),  # small toe
-        3387: (0.09, -1.18, -0.15),  # heel
+        3387: (0.08, -1.18, -0.12),  # heel
     }
     right = dict(zip((6260, 4071, 6191, 5782, 5905, 6016, 6133, 6617, 6624, 6787), left.values(), strict=True))  # fmt: skip
     out = {332: (0.0, 0.41, 0.2)} | left
@@ -250,38 +256,34 @@ def synthetic_smpl_arrays() -> dict[str, Any]:
         verts.append(surf["v"])
         faces.append(surf["f"] + offset)
         normals.append(surf["n"])
-        weights.append(_skin_weights(part, surf["t"], float(surf["length"])))
+        weights.append(_skin_weights(part, surf["v"], surf["t"], float(surf["length"]), joints))
         part_of.append(np.full(len(surf["v"]), k))
         rings[part.joint] = surf["ring"] + offset
         offset += len(surf["v"])
     v, f, w, n = (np.concatenate(x) for x in (verts, faces, weights, normals))
     owner = np.concatenate(part_of)
 
-    # Join every part to its parent's part with a tunnel between their nearest triangles.
+    # Join every part to its parent's part by a tunnel between their nearest triangles: a
+    # connected sum, which adds 4 faces and keeps one closed surface (F = 2V - 4).
     face_owner = owner[f[:, 0]]
     index = {p.joint: k for k, p in enumerate(parts)}
-    extra = []
+    centroid = v[f].mean(1)
     used = np.zeros(len(f), bool)
+    tunnels = []
     for part in parts[1:]:
-        centroid = v[f].mean(1)
         mine = np.flatnonzero((face_owner == index[part.joint]) & ~used)
         theirs = np.flatnonzero((face_owner == index[SMPL_PARENTS[part.joint]]) & ~used)
-        j = joints[part.joint]
-        fa = mine[np.argmin(np.linalg.norm(centroid[mine] - j, axis=1))]
+        fa = mine[np.argmin(np.linalg.norm(centroid[mine] - joints[part.joint], axis=1))]
         fb = theirs[np.argmin(np.linalg.norm(centroid[theirs] - centroid[fa], axis=1))]
         used[[fa, fb]] = True
-        extra.append((fa, fb))
-    tunnels = [_bridge(f, fa, fb)[1] for fa, fb in extra]
-    keep = ~used
-    f = np.concatenate([f[keep]] + tunnels)
+        tunnels.append(_tunnel(f[fa], f[fb]))
+    torso_faces = np.flatnonzero(np.isin(face_owner[~used], [index[0], index[9]]))
+    f = np.concatenate([f[~used]] + tunnels)
 
     # Reach exactly 6890 vertices by splitting torso triangles at their centroids (shape unchanged).
     missing = NUM_VERTICES - len(v)
     assert 0 <= missing < 400, missing
-    torso = np.flatnonzero(
-        np.isin(owner[f[:, 0]], [index[0], index[9]]) & (np.arange(len(f)) < keep.sum())
-    )
-    chosen = torso[np.linspace(0, len(torso) - 1, missing).astype(int)]
+    chosen = torso_faces[np.linspace(0, len(torso_faces) - 1, missing).astype(int)]
     new_ids = len(v) + np.arange(missing)
     tri = f[chosen]
     v = np.concatenate((v, v[tri].mean(1)))
