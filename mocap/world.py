@@ -260,6 +260,11 @@ def build_world(
             "the floor fitted to the foot contacts is tilted > 30 deg: camera taken as level"
         )
         level = np.eye(3)
+    tilt = float(np.degrees(np.arccos(np.clip(level[1, 1], -1.0, 1.0))))
+    if tilt >= 1.0:
+        notes.append(
+            f"camera tilt of {tilt:.1f} deg corrected from the foot contacts (floor made level)"
+        )
     for rig in rigs:
         rig.root_positions = rig.root_positions @ level.T
         rig.local_rotations[:, 0] = level @ rig.local_rotations[:, 0]

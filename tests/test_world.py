@@ -73,6 +73,7 @@ def test_pitched_camera_floor_is_levelled() -> None:
         assert np.ptp(rig.root_positions[:, 1]) < 0.03
         assert np.allclose(rig.world_positions()[:, :, 1], lv.world_positions()[:, :, 1], atol=0.03)
     assert seen.world.camera_position[1] == pytest.approx(1.6, abs=0.03)
+    assert any("camera tilt of 1" in n for n in seen.notes)
     # without the correction the people would climb by metres
     climb = np.ptp((track_joints(pitched(a, 15.0))[:, 0] @ CAMERA_TO_WORLD.T)[:, 1])
     assert climb > 0.5
