@@ -353,14 +353,16 @@ def read_file(path: str, out: str, samples: int) -> int:
     for i, arm in enumerate(arms):
         frames = keyed_frames(arm)
         joints = np.zeros((len(frames), len(arm.pose.bones), 3))
+        quats = np.zeros((len(frames), len(arm.pose.bones), 4))
         mw = np.array(arm.matrix_world)
         for k, f in enumerate(frames):
             go_to(f)
             heads = np.array([pb.head for pb in arm.pose.bones])
             joints[k] = heads @ mw[:3, :3].T + mw[:3, 3]
+            quats[k] = [pb.rotation_quaternion for pb in arm.pose.bones]
         meta["armatures"].append({"name": arm.name, "bones": [b.name for b in arm.pose.bones]})
         dump[f"a{i}_frames"], dump[f"a{i}_joints"] = frames, joints
-        dump[f"a{i}_times"] = to_seconds(frames)
+        dump[f"a{i}_times"], dump[f"a{i}_quats"] = to_seconds(frames), quats
         skinned = [o for o in scene.objects if o.type == "MESH" and o.find_armature() == arm]
         for obj in sorted(skinned, key=lambda o: o.name):
             m = len(meta["meshes"])

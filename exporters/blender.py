@@ -79,6 +79,7 @@ class ArmatureDump:
     frames: np.ndarray  # (K,) keyed frames in the importing scene, ascending (may be fractional)
     times: np.ndarray  # (K,) the same keys in seconds as stored in the file
     joint_positions: np.ndarray  # (K,J,3) bone heads in world space at those frames
+    rotations: np.ndarray  # (K,J,4) pose-bone quaternions (w,x,y,z) at those frames
 
 
 @dataclass
@@ -238,7 +239,12 @@ def read_with_blender(path: Path, mesh_samples: int = 3, timeout: float = 300.0)
     meta = json.loads(str(d["meta"]))
     arms = [
         ArmatureDump(
-            a["name"], tuple(a["bones"]), d[f"a{i}_frames"], d[f"a{i}_times"], d[f"a{i}_joints"]
+            a["name"],
+            tuple(a["bones"]),
+            d[f"a{i}_frames"],
+            d[f"a{i}_times"],
+            d[f"a{i}_joints"],
+            d[f"a{i}_quats"],
         )
         for i, a in enumerate(meta["armatures"])
     ]

@@ -116,6 +116,11 @@ def test_per_person_file_round_trips(written: Path, people: dict[str, Person], n
     if not name.endswith(".glb"):  # glTF stores seconds, not a frame rate
         assert scene.fps == pytest.approx(FPS, rel=1e-5)
     check_armature(scene.armatures[0], person, range(person.rig.num_frames))
+    if name.endswith(".blend"):  # our own keys: sign-continuous through the root's 180 degrees
+        quats = scene.armatures[0].rotations
+        assert (np.sum(quats[1:] * quats[:-1], axis=-1) > 0).all()
+        root_w = quats[:, scene.armatures[0].bone_names.index("pelvis"), 0]
+        assert root_w.min() < 0 < root_w.max()
 
     (mesh,) = scene.meshes
     assert person.rig.mesh is not None and person.vertices is not None
