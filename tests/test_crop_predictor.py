@@ -18,6 +18,7 @@ from mocap.model.crop import (
     crop_people,
     crop_person,
 )
+from mocap.model.hmr import HMR
 from mocap.model.predictor import Predictor, SMPLParams
 
 # Person boxes found by the YOLO test detector (see conftest.yolo_weights) in the shared photos.
@@ -55,7 +56,7 @@ def _reference_crop(image: np.ndarray, box: list[float]) -> np.ndarray:
     """HMR2.0's recipe written out the long way: whole-image blur, 3-point affine, 256x256, slice."""
     center, size = box_to_crop(np.array(box))
     d = size / 256 / 2
-    img = image.astype(np.float32)
+    img: np.ndarray = image.astype(np.float32)
     if d > 1.1:
         sigma = (d - 1) / 2
         k = 2 * int(4 * sigma + 0.5) + 1
@@ -122,7 +123,7 @@ def test_crop_people_stacks_and_rejects_bad_input(shared_data: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_model(shared_data: Path) -> torch.nn.Module:
+def tiny_model(shared_data: Path) -> HMR:
     torch.manual_seed(0)
     return build_model(featup_deformable("tiny"), shared_data / "spin_npz" / "smpl_mean_params.npz")
 
@@ -136,7 +137,7 @@ def _check_params(p: SMPLParams, n: int) -> None:
     np.testing.assert_allclose(np.linalg.det(rot), 1.0, atol=1e-5)
 
 
-def test_predictor_on_real_photo(shared_data: Path, tiny_model: torch.nn.Module) -> None:
+def test_predictor_on_real_photo(shared_data: Path, tiny_model: HMR) -> None:
     image = _image(shared_data, STANDING[0])
     boxes = np.array([STANDING[1], [286, 246, 412, 610], [0, 239, 221, 630]])
     one = Predictor(tiny_model, device="cpu", batch_size=1).predict(image, boxes)
@@ -159,7 +160,7 @@ def test_predictor_on_real_photo(shared_data: Path, tiny_model: torch.nn.Module)
 
 
 def test_predictor_bf16_and_fallbacks(
-    shared_data: Path, tiny_model: torch.nn.Module, caplog: pytest.LogCaptureFixture
+    shared_data: Path, tiny_model: HMR, caplog: pytest.LogCaptureFixture
 ) -> None:
     image = _image(shared_data, BATTER[0])
     boxes = np.array([BATTER[1]])
