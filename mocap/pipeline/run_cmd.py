@@ -38,43 +38,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_settings_arguments(parser)
 
 
-def trained_checkpoint(variant: str) -> Path | None:
-    """Trained weights of a mocap variant in the cache (``$MOCAP_HOME/checkpoints/<variant>.safetensors``)."""
-    from mocap.paths import mocap_home
-
-    for path in (
-        mocap_home() / "checkpoints" / f"{variant}.safetensors",
-        mocap_home() / f"{variant}.safetensors",
-    ):
-        if path.is_file():
-            return path
-    return None
-
-
 def resolve_model(settings: RunSettings) -> tuple[str, Path]:
-    """Which model to run: (variant or "checkpoint", file).
+    """Which model to run: (variant, checkpoint file).
 
-    ``--checkpoint`` wins; otherwise trained featup-deformable (or the chosen variant's) weights from the
-    cache; otherwise, for ``--model auto`` / ``hmr2``, HMR2.0's public weights (downloaded where the
-    internet exists). Raises MocapError naming what to download or pass when nothing is available.
+    ``--checkpoint`` wins. Otherwise the trained weights of the chosen variant from the mocap cache
+    (``mocap weights`` lists where: ``$MOCAP_HOME/checkpoints/<variant>.safetensors``); for
+    ``--model auto`` those of featup-deformable when present, else HMR2.0's public weights
+    (downloaded on first use where the internet exists).
+
+    Raises:
+        MocapError: nothing usable, naming what to download or place where, or to pass --checkpoint.
     """
-    if settings.checkpoint:
-        return (settings.model if settings.model != "auto" else "checkpoint"), Path(
-            settings.checkpoint
-        )
-    if settings.model in ("auto", "featup-deformable", "vitpose-deformable"):
-        variant = "featup-deformable" if settings.model == "auto" else settings.model
-        found = trained_checkpoint(variant)
-        if found is not None:
-            return variant, found
-        if settings.model != "auto":
-            raise MocapError(
-                f"no trained {variant} weights found in the mocap cache; train them (mocap train) "
-                "and pass --checkpoint, or use --model hmr2"
-            )
-    from mocap.weights import resolve
+    from mocap.weights import path_for, resolve
 
-    return "hmr2", Path(resolve("hmr2"))
+    if settings.checkpoint:
+        return settings.model, Path(settings.checkpoint)
+    if settings.model == "auto":
+        trained = path_for("featup-deformable")
+        if trained.is_file():
+            return "featup-deformable", trained
+        log.debug("no trained featup-deformable weights at %s: using HMR2.0's", trained)
+    variant = "hmr2" if settings.model == "auto" else settings.model
+    try:
+        return variant, Path(resolve(variant))
+    except MocapError as exc:
+        raise MocapError(f"{exc} (or pass --checkpoint FILE)") from None
 
 
 def auto_device(device: str) -> str:
@@ -134,9 +122,7 @@ def build_engines(settings: RunSettings) -> "Engines":
         focal_length=settings.focal_length,
         batch_size=settings.batch_size,
     )
-    variant = describe_checkpoint(
-        path, "hmr2 (HMR2.0 weights)" if variant in ("hmr2", "checkpoint") else variant
-    )
+    variant = describe_checkpoint(path, "hmr2 (HMR2.0 weights)")
     detector = PersonDetector(
         settings.detector or DEFAULT_DETECTOR,
         conf=min(LOW_SCORE, settings.det_conf),  # weak boxes feed the tracker's second stage
