@@ -169,6 +169,28 @@ def test_legacy_rotate_tag(tmp_path: Path) -> None:
     assert upright[:28].mean() > 200 and upright[36:].mean() < 50
 
 
+def test_non_square_pixels_are_resampled(tmp_path: Path) -> None:
+    """Pixels stored 4:3 wide (anamorphic) come out square: 64x48 stored -> 85x48 shown."""
+    image = np.zeros((48, 64, 3), np.uint8)
+    image[:, 16:48] = 255  # a centred white band, half the width
+    path = tmp_path / "anamorphic.mp4"
+    with av.open(str(path), "w") as container:
+        stream: av.video.stream.VideoStream = container.add_stream("libx264", rate=30)  # type: ignore[assignment]
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.sample_aspect_ratio = Fraction(4, 3)
+        for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    source = open_video(path)
+    assert source.info.pixel_aspect == pytest.approx(4 / 3)
+    assert (source.info.width, source.info.height) == (85, 48)
+    shown = next(iter(source)).image
+    assert shown.shape == (48, 85, 3)
+    white = np.flatnonzero(shown[24, :, 0] > 128)
+    assert abs(len(white) - 85 / 2) <= 3 and abs(white.mean() - 42) <= 2
+
+
 def test_rotate_image_directions() -> None:
     image = np.zeros((2, 3, 3), np.uint8)
     image[0, 2] = 255  # top-right corner

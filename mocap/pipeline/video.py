@@ -47,6 +47,8 @@ class VideoInfo:
         rotation: counter-clockwise degrees (0, 90, 180, 270) applied to decoded pixels.
         codec: decoder name ("h264", "mpeg4", "vp9", ...) or "images" for a folder.
         is_image_folder: True for a folder of images.
+        pixel_aspect: stored pixel width / height (sample aspect ratio). Non-square pixels (DV,
+            broadcast, some screen captures) are resampled to square ones, as players show them.
     """
 
     path: Path
@@ -58,6 +60,7 @@ class VideoInfo:
     rotation: int
     codec: str
     is_image_folder: bool
+    pixel_aspect: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,17 @@ class VideoSource:
                 f"{self.end}; choose a range inside the video's {self.info.duration or 0:.2f} s"
             )
 
+    def _to_bgr(self, frame: av.VideoFrame) -> np.ndarray:
+        """(H, W, 3) uint8 BGR of a decoded frame, resampled to square pixels, rotated upright."""
+        if self.info.pixel_aspect == 1.0:
+            image = frame.to_ndarray(format="bgr24")
+        else:
+            w, h = self.info.width, self.info.height
+            if self.info.rotation in (90, 270):
+                w, h = h, w
+            image = frame.to_ndarray(format="bgr24", width=w, height=h)
+        return rotate_image(image, self.info.rotation)
+
     def _iter_folder(self) -> Iterator[tuple[float, np.ndarray]]:
         assert self.files is not None
         first = self.files[0]
@@ -225,7 +239,7 @@ class VideoSource:
                     continue
                 if self.end is not None and time >= self.end:
                     break
-                yield time, rotate_image(frame.to_ndarray(format="bgr24"), self.info.rotation)
+                yield time, self._to_bgr(frame)
             else:
                 expected = stream.frames
                 whole = not self.start and after is None
@@ -338,7 +352,9 @@ def _probe_video(path: Path) -> VideoInfo:
             duration = float(stream.duration * stream.time_base)
         elif container.duration is not None:
             duration = container.duration / av.time_base
-        width, height = first.width, first.height
+        sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+        pixel_aspect = float(sar) if sar and 0.1 < float(sar) < 10 else 1.0
+        width, height = round(first.width * pixel_aspect), first.height
         if rotation in (90, 270):
             width, height = height, width
         return VideoInfo(
@@ -351,6 +367,7 @@ def _probe_video(path: Path) -> VideoInfo:
             rotation=rotation,
             codec=stream.codec_context.name,
             is_image_folder=False,
+            pixel_aspect=pixel_aspect,
         )
     finally:
         container.close()
