@@ -54,7 +54,7 @@ class ClipStatus:
 
     source: str
     name: str
-    status: str  # "done", "skipped" (already finished), "failed"
+    status: str  # "done", "skipped" (already finished), "failed", "interrupted" (Ctrl-C)
     output: str = ""
     frames: int | None = None
     people: int | None = None
@@ -198,13 +198,14 @@ def run(args: argparse.Namespace) -> int:
             unit="clip",
             disable=not show,
         ):
-            row = ClipStatus(source=str(clip), name=name, status="done", output=str(out / name))
-            rows.append(row)
+            row = ClipStatus(source=str(clip), name=name, status="skipped", output=str(out / name))
             if is_done(out / name) and not settings.overwrite:
-                row.status = "skipped"
+                rows.append(row)
                 continue
             if engines is None:
                 engines = build_engines(settings)  # once, and only when some clip needs it
+            row.status = "interrupted"  # until it ends one way or the other
+            rows.append(row)
             t0 = time.perf_counter()
             try:
                 result = process_video(clip, out, settings, engines, progress=show, name=name)
@@ -217,12 +218,16 @@ def run(args: argparse.Namespace) -> int:
                     f"internal error ({type(exc).__name__}: {exc}); please report it",
                 )
             else:
-                row.frames, row.people = result.frames, len(result.track_lengths)
+                row.status, row.frames, row.people = (
+                    "done",
+                    result.frames,
+                    len(result.track_lengths),
+                )
                 if result.failures:  # outputs written except these; retried by the next batch
                     row.status, row.error = "failed", "; ".join(result.failures)
             row.seconds = time.perf_counter() - t0
             if row.status == "failed":
-                print(f"mocap: {name}: failed: {row.error}", file=sys.stderr)
+                tqdm.write(f"mocap: {name}: failed: {row.error}", file=sys.stderr)
     finally:
         model = engines.model_label if engines is not None else ""
         manifest = write_manifest(out, rows, settings, model)
