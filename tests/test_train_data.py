@@ -175,3 +175,17 @@ def test_mixed_dataset_collates_a_batch(shared_data: Path, h36m: D.Annotations) 
     assert batch.rotmat.shape == (6, 24, 3, 3) and batch.has_smpl.tolist() == [1, 1, 1, 1, 0, 0]
     # Same key, same augmentation: results do not depend on call order or worker.
     np.testing.assert_array_equal(ds[(3, 42)].image, ds[(3, 42)].image)
+
+
+def test_unaugmented_crop_matches_inference_crop(h36m: D.Annotations) -> None:
+    """Training sees exactly the crop that mocap.model.crop gives at inference for the same box."""
+    from mocap.model.crop import crop_person
+
+    for i in range(len(h36m)):
+        side = h36m.box_size[i] * 3 / 4  # the SPIN square box, before widening to 192:256
+        cx, cy = h36m.center[i]
+        box = np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2])
+        ref = crop_person(cv2.imread(str(h36m.image_paths[i])), box)
+        assert ref.size == pytest.approx(h36m.box_size[i])
+        sample = D.make_sample(h36m, i, aug.AugmentParams(), i)
+        np.testing.assert_allclose(sample.image, ref.image, atol=1e-4)

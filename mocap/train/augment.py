@@ -119,7 +119,11 @@ def crop_matrix(center: np.ndarray, box_size: float, params: AugmentParams) -> n
 
 
 def warp_crop(image_bgr: np.ndarray, matrix: np.ndarray, box_size: float) -> np.ndarray:
-    """Resample the crop, with HMR2.0's anti-alias blur when the box is shrunk a lot.
+    """Resample the crop exactly as :mod:`mocap.model.crop` does at inference.
+
+    When the box is shrunk by d = box_size / 256 / 2 > 1.1 the source is first blurred with a
+    Gaussian of sigma (d - 1) / 2 (radius 4 sigma, edges replicated), over the region the crop reads
+    only; bilinear resampling in float32, zeros outside the image.
 
     Arguments:
         image_bgr: (H, W, 3) uint8 source image.
@@ -127,18 +131,29 @@ def warp_crop(image_bgr: np.ndarray, matrix: np.ndarray, box_size: float) -> np.
         box_size: source pixels per 256 crop pixels (decides the blur).
 
     Returns:
-        (256, 192, 3) uint8 BGR crop, zeros outside the image.
+        (256, 192, 3) float32 BGR crop in [0, 255].
     """
-    downscale = box_size / 256.0 / 2.0
-    if downscale > 1.1:
-        image_bgr = cv2.GaussianBlur(image_bgr, (0, 0), (downscale - 1.0) / 2.0)
+    sigma = (box_size / 256.0 / 2.0 - 1.0) / 2.0
+    blur = sigma > 0.05  # downscale factor > 1.1
+    radius = int(4.0 * sigma + 0.5) if blur else 0
+    # Source footprint of the crop (+1 px for bilinear taps, + the blur radius).
+    inverse = cv2.invertAffineTransform(matrix)
+    corners = transform_points(
+        np.array([[0, 0], [CROP_W, 0], [0, CROP_H], [CROP_W, CROP_H]], float), inverse
+    )
+    h, w = image_bgr.shape[:2]
+    x0, y0 = np.floor(corners.min(0) - 1 - radius).astype(int).clip(0, [w, h])
+    x1, y1 = np.ceil(corners.max(0) + 2 + radius).astype(int).clip(0, [w, h])
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((CROP_H, CROP_W, 3), np.float32)
+    region = image_bgr[y0:y1, x0:x1].astype(np.float32)
+    if blur:
+        k = 2 * radius + 1
+        region = cv2.GaussianBlur(region, (k, k), sigma, borderType=cv2.BORDER_REPLICATE)
+    shifted = matrix.copy()
+    shifted[:, 2] += matrix[:, :2] @ np.array([x0, y0], float)
     return cv2.warpAffine(
-        image_bgr,
-        matrix,
-        (CROP_W, CROP_H),
-        flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_CONSTANT,
-        borderValue=(0, 0, 0),
+        region, shifted, (CROP_W, CROP_H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
     )
 
 
@@ -196,7 +211,7 @@ def flip_joints_3d(joints: np.ndarray) -> np.ndarray:
 
 
 def apply_color(crop_rgb: np.ndarray, color: tuple[float, float, float]) -> np.ndarray:
-    """Per-channel gain on an (H, W, 3) RGB uint8 crop, clipped to [0, 255]; returns float32."""
+    """Per-channel gain on an (H, W, 3) RGB crop in [0, 255], clipped to [0, 255]; float32."""
     return np.clip(crop_rgb.astype(np.float32) * np.asarray(color, dtype=np.float32), 0.0, 255.0)
 
 
