@@ -56,7 +56,6 @@ class _Track:
     state: State
     last_frame: int
     last_box: np.ndarray  # (4,) the last detection matched
-    hits: int = 1
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -166,7 +165,6 @@ class ByteTracker:
         for pos, det in matches.items():
             track = self.tracks[pos]
             track.kalman.update(boxes[det])
-            track.hits += 1
             track.state = State.TRACKED
             track.last_frame = frame_index
             track.last_box = boxes[det]
@@ -217,6 +215,8 @@ class ByteTracker:
         """Unmatched this frame: tentative tracks die, confirmed ones are lost until ``max_lost``."""
         if track.state is State.TENTATIVE:
             return False
+        if track.state is State.TRACKED:  # just lost: stop extrapolating its size change
+            track.kalman.mean[6:8] = 0.0
         track.state = State.LOST
         return self.frame_index is not None and self.frame_index - track.last_frame <= self.max_lost
 
