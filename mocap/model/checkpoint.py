@@ -17,6 +17,7 @@ import logging
 import os
 import pickle
 import types
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,7 +197,9 @@ def read_torch_pickle(path: Path) -> tuple[Any, list[str]]:
     if not path.is_file():
         raise MocapError(f"checkpoint {path} does not exist; check the path or run `mocap weights`")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True), []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "pickle protocol 4 detected" etc.
+            return torch.load(path, map_location="cpu", weights_only=True), []
     except pickle.UnpicklingError:
         pass  # non-tensor objects inside: fall back to the restricted unpickler
     except Exception as exc:
