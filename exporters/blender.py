@@ -104,7 +104,7 @@ class SceneDump:
 
 
 def _run_child(args: list[str], timeout: float) -> tuple[int | None, str]:
-    """Run this file as a child Python; returns (exit code or None on timeout, output tail)."""
+    """Run the child script; returns (exit code, or None on timeout; the telling output line)."""
     try:
         proc = subprocess.run(
             [sys.executable, str(_CHILD), *args],
@@ -113,14 +113,23 @@ def _run_child(args: list[str], timeout: float) -> tuple[int | None, str]:
             timeout=timeout,
             errors="replace",
         )
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired:  # the child is killed before this is raised
         return None, ""
-    tail = (proc.stderr or proc.stdout or "").strip().splitlines()
-    return proc.returncode, tail[-1] if tail else ""
+    lines = [ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+    telling = [ln for ln in lines if any(w in ln for w in ("Error", "error", "fault", "Killed"))]
+    return proc.returncode, (telling or lines or [""])[-1]
+
+
+def _child_failure(code: int | None, limit: float, name: str, line: str) -> str:
+    """One line for a file the child never reported on."""
+    if code is None:
+        return f"Blender timed out after {limit:.0f} s before writing {name}"
+    how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+    return f"Blender {how} before writing {name}: {line}"
 
 
 def _job_timeout(scenes: Mapping[Path, Sequence[RigAnimation]]) -> float:
-    """Generous limit: Blender start-up plus 20 ms per frame of each file (measured: ~10 ms for all formats)."""
+    """Generous limit: start-up plus 20 ms per frame per file (measured ~10 ms for all formats)."""
     frames = sum(r.num_frames for rigs in scenes.values() for r in rigs)
     return 120.0 + 0.02 * frames
 
@@ -189,10 +198,8 @@ def _run_job(
     for final, partial in temps.items():
         if str(final) in result.get("errors", {}):
             errors[final] = result["errors"][str(final)]
-        elif code is None:
-            errors[final] = f"Blender timed out after {limit:.0f} s before writing {final.name}"
         else:
-            errors[final] = f"Blender exited with code {code} before writing {final.name}: {tail}"
+            errors[final] = _child_failure(code, limit, final.name, tail)
         if partial.is_dir():  # .gltf + .bin are written to a temporary folder
             shutil.rmtree(partial, ignore_errors=True)
         partial.unlink(missing_ok=True)

@@ -158,17 +158,32 @@ def test_one_failing_file_does_not_stop_the_others(tmp_path: Path, people: dict[
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["bad.fbx", "new_dir", "ok.blend"]
 
 
+@pytest.mark.parametrize(
+    ("script", "message"),
+    [
+        (
+            "import sys\nprint('Segmentation fault', file=sys.stderr)\nsys.exit(139)\n",
+            "Blender exited with code 139 before writing a.glb: Segmentation fault",
+        ),
+        (
+            "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n",  # e.g. out of memory
+            "Blender was killed by signal 9 before writing a.glb: ",
+        ),
+    ],
+)
 def test_crashing_blender_is_reported(
-    tmp_path: Path, people: dict[str, Person], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    people: dict[str, Person],
+    monkeypatch: pytest.MonkeyPatch,
+    script: str,
+    message: str,
 ):
     crash = tmp_path / "crash.py"
-    crash.write_text("import sys\nprint('Segmentation fault', file=sys.stderr)\nsys.exit(139)\n")
+    crash.write_text(script)
     monkeypatch.setattr(blender, "_CHILD", crash)
     path = tmp_path / "a.glb"
     errors = write_with_blender({path: [people["person_2"].rig]})
-    assert errors[path.resolve()] == (
-        "Blender exited with code 139 before writing a.glb: Segmentation fault"
-    )
+    assert errors[path.resolve()] == message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["crash.py"]
 
 
