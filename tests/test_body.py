@@ -287,6 +287,7 @@ def test_missing_corrupt_and_npz_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, smpl_dir: Path
 ) -> None:
     monkeypatch.setenv("MOCAP_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
     monkeypatch.delenv("MOCAP_SMPL", raising=False)
     assert find_smpl() is None and load_body_model() is None
     with pytest.raises(MocapError, match="smpl.is.tue.mpg.de") as err:
@@ -313,3 +314,9 @@ def test_missing_corrupt_and_npz_files(
     body = load_body_model(required=True)
     assert body is not None
     np.testing.assert_allclose(body.rest_joints(), synthetic_rest_joints(), atol=1e-6)
+    # An existing 4D-Humans setup is found too.
+    npz.unlink()
+    hmr2_cache = tmp_path / "user" / ".cache" / "4DHumans" / "data" / "smpl" / "SMPL_NEUTRAL.pkl"
+    hmr2_cache.parent.mkdir(parents=True)
+    hmr2_cache.write_bytes((smpl_dir / "SMPL_NEUTRAL.pkl").read_bytes())
+    assert find_smpl() == hmr2_cache

@@ -70,6 +70,7 @@ def server() -> Iterator[Server]:
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MOCAP_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))  # no 4D-Humans cache of the real user
     monkeypatch.delenv("MOCAP_SMPL", raising=False)
     return tmp_path / "cache"
 

@@ -7,7 +7,8 @@ keypoints: 25 OpenPose BODY_25 joints built from SMPL joints and smplx's vertex 
 joints of ``SMPL_to_J19.pkl`` when that regressor is available (44 in all, pelvis at 39).
 
 Where the SMPL file is looked for, in order: the ``path`` argument (``--smpl``), ``$MOCAP_SMPL``,
-then ``mocap_home()/smpl`` under the names of the official downloads.
+then ``mocap_home()/smpl``, ``mocap_home()/hmr2/data/smpl`` and an existing 4D-Humans cache
+(``~/.cache/4DHumans/data/smpl``), under the names of the official downloads.
 """
 
 import contextlib
@@ -73,7 +74,19 @@ def find_smpl(path: str | Path | None = None) -> Path | None:
                 f"downloaded from {SMPL_URL}"
             )
         return found
-    return _in_folder(mocap_home() / "smpl")
+    for folder in cache_folders():
+        if (found := _in_folder(folder)) is not None:
+            return found
+    return None
+
+
+def cache_folders() -> tuple[Path, ...]:
+    """Folders searched when no path is given: mocap's cache, then an existing 4D-Humans cache."""
+    return (
+        mocap_home() / "smpl",
+        mocap_home() / "hmr2" / "data",
+        Path.home() / ".cache" / "4DHumans" / "data",
+    )
 
 
 def missing_smpl_message() -> str:
