@@ -320,3 +320,7 @@ def test_missing_corrupt_and_npz_files(
     hmr2_cache.parent.mkdir(parents=True)
     hmr2_cache.write_bytes((smpl_dir / "SMPL_NEUTRAL.pkl").read_bytes())
     assert find_smpl() == hmr2_cache
+    with open(hmr2_cache.parent.parent / "SMPL_to_J19.pkl", "wb") as fh:  # 4D-Humans' layout
+        pickle.dump(arrays["J_regressor"].toarray()[:19], fh)
+    body = load_body_model()
+    assert body is not None and body.num_keypoints == 44

@@ -218,7 +218,10 @@ def build_body_model(
 
 
 def _extra_regressor(name: str, smpl_path: Path) -> np.ndarray | None:
-    for folder in (smpl_path.parent, mocap_home() / "hmr2" / "data"):
+    near = [smpl_path.parent] + (
+        [smpl_path.parent.parent] if smpl_path.parent.name == "smpl" else []
+    )
+    for folder in (*near, mocap_home() / "hmr2" / "data"):  # 4D-Humans: data/smpl/ + data/*.pkl
         if (folder / name).is_file():
             return load_regressor(folder / name)
     return None
