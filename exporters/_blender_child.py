@@ -326,7 +326,8 @@ def read_file(path: str, out: str, samples: int) -> int:
     bpy.ops.wm.read_factory_settings(use_empty=True)
     suffix = Path(path).suffix.lower()
     if suffix == ".blend":
-        bpy.ops.wm.open_mainfile(filepath=path)
+        # A .blend can carry Python scripts: never run them.
+        bpy.ops.wm.open_mainfile(filepath=path, load_ui=False, use_scripts=False)
     elif suffix == ".fbx":
         bpy.ops.import_scene.fbx(filepath=path)
     else:
