@@ -16,6 +16,7 @@ Anything else (``os.system``, ``builtins.eval``, arbitrary classes) is refused w
 ``allow_pickle=False``.
 """
 
+import functools
 import pickle
 from pathlib import Path
 from typing import Any
@@ -99,12 +100,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return _NUMPY_FUNCS[name]
         if module == "numpy" and name in ("ndarray", "dtype"):
             return getattr(np, name)
-        if module.startswith("numpy") and name == "dtype":  # numpy>=2 pickles numpy.dtypes.*
-            return np.dtype
         if module == "_codecs" and name == "encode":
-            return _latin1_bytes
+            return functools.partial(_latin1_bytes)  # fresh object: BUILD cannot alter ours
         if module in ("copy_reg", "copyreg") and name == "_reconstructor":
-            return _reconstructor
+            return functools.partial(_reconstructor)
         if module in ("__builtin__", "builtins") and name in _BUILTINS:
             return _BUILTINS[name]
         if module == "chumpy" or module.startswith("chumpy."):
