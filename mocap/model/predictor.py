@@ -91,7 +91,8 @@ class Predictor:
     """Runs an HMR model on person crops.
 
     Arguments:
-        model: the network (any variant); moved to ``device``, put in eval mode.
+        model: the network (any variant); the predictor takes it over: it is moved to
+            ``device``, put in eval mode and its backbone cast to ``precision`` in place.
         device: ``auto``, ``cpu`` or ``cuda``.
         precision: ``fp32``, ``bf16`` or ``fp16`` for the backbone (see the module docstring).
         focal_length: full-image focal length in pixels; None = HMR2.0's 5000/256 * max(W, H).
