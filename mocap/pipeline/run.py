@@ -221,17 +221,6 @@ def check_output_root(output: Path) -> None:
         ) from exc
 
 
-class _WarningLog(logging.Handler):
-    """Collects the warnings logged while a clip runs (e.g. a truncated file) for run.json."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
 @contextmanager
 def _held_warnings(name: str) -> Iterator[None]:
     """Hold the log records of logger ``name``; replay them only if the block succeeds.
@@ -307,7 +296,8 @@ def process_video(
 
         with timer("load"):
             engines = build_engines(settings)
-    collector = _WarningLog()
+    collector = logging.handlers.BufferingHandler(capacity=10_000)  # warnings for run.json
+    collector.setLevel(logging.WARNING)
     log.addHandler(collector)
     staging = output / f".{clip}.partial-{os.getpid()}"
     try:
@@ -318,7 +308,7 @@ def process_video(
         files, failures, notes = _write_outputs(
             staging, video, result.motion, settings, engines, timer
         )
-        warnings = [*engines.warnings, *collector.lines, *notes]
+        warnings = [*engines.warnings, *(r.getMessage() for r in collector.buffer), *notes]
         _write_run_json(staging, video, result, settings, engines, timer, files, warnings, failures)
         if not failures:  # a clip with a failed output is redone by the next batch
             (staging / DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
