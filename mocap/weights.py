@@ -13,6 +13,7 @@ the exact path to put them at; so does every download when offline.
 import argparse
 import contextlib
 import hashlib
+import http.client
 import os
 import shutil
 import sys
@@ -22,6 +23,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from mocap.errors import MocapError
 from mocap.paths import mocap_home
@@ -172,8 +174,6 @@ def download_file(url: str, dest: Path, sha256: str | None = None, progress: boo
         MocapError: unreachable / HTTP error (names the URL and where to place the file by hand),
             or checksum mismatch (the bad download is deleted).
     """
-    from tqdm import tqdm
-
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(dest.name + ".partial")
     have = partial.stat().st_size if partial.exists() else 0
@@ -191,30 +191,7 @@ def download_file(url: str, dest: Path, sha256: str | None = None, progress: boo
         raise MocapError(f"cannot reach {url} ({reason}); {manual}") from exc
     if response is not None:
         with response:
-            resumed = have > 0 and response.status == 206
-            if not resumed:
-                have = 0  # the server ignored the Range header: start again
-            length = response.headers.get("Content-Length")
-            total = have + int(length) if length else None
-            try:
-                with (
-                    open(partial, "ab" if resumed else "wb") as fh,
-                    tqdm(
-                        total=total,
-                        initial=have,
-                        unit="B",
-                        unit_scale=True,
-                        desc=dest.name,
-                        disable=None if progress else True,
-                    ) as bar,  # fmt: skip
-                ):
-                    while chunk := response.read(CHUNK):
-                        fh.write(chunk)
-                        bar.update(len(chunk))
-            except OSError as exc:
-                raise MocapError(
-                    f"download of {url} was interrupted ({exc}); run the same command again to resume"
-                ) from exc
+            _receive(response, partial, have, url, dest.name, progress)
     digest = sha256_of(partial)
     if sha256 is not None and digest != sha256.lower():
         partial.unlink()
@@ -224,6 +201,44 @@ def download_file(url: str, dest: Path, sha256: str | None = None, progress: boo
         )
     os.replace(partial, dest)
     return digest
+
+
+def _receive(response: Any, partial: Path, have: int, url: str, label: str, progress: bool) -> None:
+    """Write the body of ``response`` into ``partial``, appending when it continues at ``have``."""
+    from tqdm import tqdm
+
+    content_range = response.headers.get("Content-Range", "")
+    if response.status == 206 and not content_range.startswith(f"bytes {have}-"):
+        partial.unlink(missing_ok=True)
+        raise MocapError(
+            f"{url} answered with an unexpected range ({content_range}); run the same command "
+            "again to download from the start"
+        )
+    start = have if response.status == 206 else 0  # 200: the server ignored the Range header
+    length = response.headers.get("Content-Length")
+    total = start + int(length) if length else None
+    written = start
+    interrupted = f"run the same command again to resume the download of {url}"
+    try:
+        with (
+            open(partial, "ab" if start else "wb") as fh,
+            tqdm(
+                total=total,
+                initial=start,
+                unit="B",
+                unit_scale=True,
+                desc=label,
+                disable=None if progress else True,
+            ) as bar,  # fmt: skip
+        ):
+            while chunk := response.read(CHUNK):
+                fh.write(chunk)
+                written += len(chunk)
+                bar.update(len(chunk))
+    except (OSError, http.client.HTTPException) as exc:
+        raise MocapError(f"the connection broke ({exc}); {interrupted}") from exc
+    if total is not None and written != total:
+        raise MocapError(f"the download stopped after {written} of {total} bytes; {interrupted}")
 
 
 def _safe_members(tar: tarfile.TarFile, target: Path) -> list[tarfile.TarInfo]:

@@ -26,6 +26,7 @@ class Server:
     ranges: list[str | None] = field(default_factory=list)
     honour_range: bool = True
     delay: float = 0.0
+    cut_after: int | None = None  # send only this many bytes, then drop the connection
 
 
 @pytest.fixture
@@ -53,7 +54,8 @@ def server() -> Iterator[Server]:
                 self.send_response(200)
             self.send_header("Content-Length", str(len(body) - start))
             self.end_headers()
-            self.wfile.write(body[start:])
+            end = len(body) if state.cut_after is None else start + state.cut_after
+            self.wfile.write(body[start:end])
 
         def log_message(self, *args: object) -> None:
             pass
@@ -136,6 +138,21 @@ def test_parallel_jobs_download_once(
         job.join()
     assert results == [PAYLOAD] * 3
     assert len(server.ranges) == 1  # the others waited for the lock, then found the file
+
+
+def test_broken_connection_keeps_the_partial_file_for_resume(
+    server: Server, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.files["/w.bin"] = PAYLOAD
+    server.cut_after = 300_000
+    _register(monkeypatch, WeightFile("t", "w.bin", "test", url=f"{server.url}/w.bin", sha256=_sha(PAYLOAD)))  # fmt: skip
+    with pytest.raises(MocapError, match="run the same command again") as err:
+        weights.resolve("t", progress=False)
+    assert "\n" not in str(err.value)
+    assert (home / "w.bin.partial").stat().st_size == 300_000 and not (home / "w.bin").exists()
+    server.cut_after = None
+    assert weights.resolve("t", progress=False).read_bytes() == PAYLOAD
+    assert server.ranges == [None, "bytes=300000-"]
 
 
 def test_checksum_mismatch_is_refused_and_deleted(
