@@ -6,10 +6,12 @@ is the camera frame turned upside down about x (x right, y up, z towards the cam
 Y-up as BVH and glTF expect; the Blender writer converts to Z-up itself).
 
 Cameras are rarely level: a camera pitched down makes people walking away from it climb. The
-floor's slope is therefore fitted to the people's foot contacts (per frame, the lowest sole point)
-by a robust ridge regression whose prior is a level camera: directions the contacts do not span
-(one person standing still, or walking along a line) stay level. The world is turned by the
-smallest rotation that makes that floor horizontal; a fit steeper than 30 degrees is not trusted.
+floor's slope is therefore fitted to the people's foot contacts (per frame, the lowest sole point),
+modelling depth errors along the camera rays, robustly, with a prior that the camera is level
+(:func:`fit_floor_tilt`):
+directions the contacts do not span (one person standing still, or walking along a line) stay
+level. The world is turned by the smallest rotation that makes that floor horizontal; a fit
+steeper than 30 degrees is not trusted.
 
 Then the world is shifted:
 
@@ -42,10 +44,12 @@ from mocap.smoothing import JitterReport, smooth_track
 CAMERA_TO_WORLD = np.diag([1.0, -1.0, -1.0])
 FLOOR_PERCENTILE = 5.0
 MAX_TILT_DEG = 30.0  # a floor fitted steeper than this is not trusted (level camera assumed)
-FLOOR_NOISE_M = 0.05  # expected noise of a foot contact's height
+LOG_DEPTH_NOISE = 0.05  # expected relative error of a foot contact's distance from the camera
 SLOPE_PRIOR_STD = 0.15  # prior std of the floor slope seen from a level camera (about 9 deg)
-TUKEY_SCALE_M = 0.10  # contacts further than this from the floor plane are ignored (jumps)
-FLOOR_CELL_M = 0.25  # contacts within one floor cell count as one piece of evidence
+ROBUST_LOG_SCALE = 0.10  # contacts 10 % off the floor plane's distance are ignored (jumps)
+FRAMES_PER_CELL = 15  # a floor cell counts fully once contacts stayed in it this many frames
+FLOOR_CELL_M = 0.5  # contacts within one floor cell count as one piece of evidence
+MIN_RAY_DIP = 0.05  # contacts less than ~3 deg below the horizon say little about the floor
 
 
 @dataclass
@@ -133,28 +137,68 @@ def _sole_contacts(rig: RigAnimation, skeleton: Skeleton) -> np.ndarray:
     return feet[np.arange(len(feet)), feet[..., 1].argmin(axis=1)]
 
 
-def fit_floor_tilt(points: np.ndarray) -> np.ndarray:
-    """Slope (a, b) of the floor plane ``y = a x + b z + c`` through foot contacts (N,3).
+def fit_floor_tilt(roots: np.ndarray, contacts: np.ndarray) -> np.ndarray:
+    """Slope (a, b) of the floor plane ``y = a x + b z + c`` under the people's foot contacts.
 
-    Robust (Tukey biweight, 10 cm) ridge regression. Frames are not independent evidence: each
-    25 cm floor cell the contacts visit counts once (its frames share a weight of 1), and the ridge
-    is a prior that the camera is level (slope std 0.15 for 5 cm contact noise). Directions the
-    contacts do not span (a person standing, or walking along a line) therefore stay level.
+    Arguments:
+        roots: (N,3) root (pelvis) positions, level camera world, camera at the origin.
+        contacts: (N,3) the lowest sole point of the same person and frame.
+
+    A monocular estimate knows the direction of a person from the camera (the image position)
+    and the body's pose far better than the distance: a distance error moves the whole body
+    along the ray through its root. So the model predicts each root's distance: with
+    ``n = (-a, 1, -b)``, a body whose contact (root + o) is on the floor, seen along the unit root
+    ray d, is at distance ``s = (c - n . o) / (n . d)``; residuals are in log-distance. Depth noise
+    then cannot fake a slope, as it does in a vertical fit (farther also means lower below a
+    camera). Gauss-Newton with Tukey reweighting (annealed to 10 %: jumps and outliers drop out),
+    and a prior that the camera is level. Frames are not independent evidence: a 50 cm floor cell
+    counts at most once, however long the contacts stay in it, so directions the contacts do not
+    span (a person standing, or walking along a line) stay level. Roots less than ~3 degrees below
+    the camera's horizon are not used (camera at hip height or lower: level assumed).
     """
-    cells = np.floor(points[:, [0, 2]] / FLOOR_CELL_M).astype(np.int64)
+    dist = np.linalg.norm(roots, axis=1)
+    rays = roots / np.maximum(dist, 1e-9)[:, None]
+    offsets = contacts - roots
+    usable = -rays[:, 1] > MIN_RAY_DIP
+    height = dist * -rays[:, 1] - offsets[:, 1]  # camera height above each contact, level camera
+    if usable.sum() < 3 or np.median(height[usable]) <= 0:
+        return np.zeros(2)
+    rays, offsets, log_dist = rays[usable], offsets[usable], np.log(dist[usable])
+    cells = np.floor(contacts[usable][:, [0, 2]] / FLOOR_CELL_M).astype(np.int64)
     _, inverse, counts = np.unique(cells, axis=0, return_inverse=True, return_counts=True)
-    per_cell = 1.0 / counts[inverse.reshape(-1)]
-    x = np.stack([points[:, 0], points[:, 2], np.ones(len(points))], axis=1)
-    y = points[:, 1]
-    ridge = np.diag([(FLOOR_NOISE_M / SLOPE_PRIOR_STD) ** 2] * 2 + [0.0])
-    coef = np.array([0.0, 0.0, float(np.median(y))])
-    for _ in range(10):
-        r = (y - x @ coef) / TUKEY_SCALE_M
-        w = per_cell * np.where(np.abs(r) < 1.0, (1.0 - r**2) ** 2, 0.0)
+    evidence = 1.0 / np.maximum(counts[inverse.reshape(-1)], FRAMES_PER_CELL)
+    prior = np.diag([(LOG_DEPTH_NOISE / SLOPE_PRIOR_STD) ** 2] * 2 + [0.0])
+    theta = np.array([0.0, 0.0, float(np.log(np.median(height[usable])))])  # a, b, log(-c)
+
+    def residuals(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        num = np.exp(t[2]) - t[0] * offsets[:, 0] + offsets[:, 1] - t[1] * offsets[:, 2]
+        den = t[0] * rays[:, 0] - rays[:, 1] + t[1] * rays[:, 2]
+        num, den = np.maximum(num, 1e-6), np.maximum(den, 1e-6)
+        return log_dist - np.log(num) + np.log(den), num, den
+
+    for scale in (np.inf,) * 4 + (0.3,) * 6 + (ROBUST_LOG_SCALE,) * 10:
+        r, num, den = residuals(theta)
+        u = r / scale
+        w = evidence * np.where(np.abs(u) < 1.0, (1.0 - u**2) ** 2, 0.0)
         if np.count_nonzero(w) < 3:
             break
-        coef = np.linalg.solve(x.T @ (w[:, None] * x) + ridge, x.T @ (w * y))
-    return coef[:2]
+        jac = np.stack(
+            [
+                offsets[:, 0] / num + rays[:, 0] / den,
+                offsets[:, 2] / num + rays[:, 2] / den,
+                -np.exp(theta[2]) / num,
+            ],
+            axis=1,
+        )
+        step = np.linalg.solve(jac.T @ (w[:, None] * jac) + prior, jac.T @ (w * r) + prior @ theta)
+        cost = w @ r**2 + theta @ prior @ theta
+        for _ in range(20):  # backtracking: the model is non-linear in the slope and height
+            trial = theta - step
+            if w @ residuals(trial)[0] ** 2 + trial @ prior @ trial <= cost:
+                theta = trial
+                break
+            step = step / 2.0
+    return theta[:2]
 
 
 def _rotation_to_up(up: np.ndarray) -> np.ndarray:
@@ -168,8 +212,10 @@ def _rotation_to_up(up: np.ndarray) -> np.ndarray:
 
 def level_correction(rigs: list[RigAnimation], skeletons: list[Skeleton]) -> np.ndarray | None:
     """(3,3) rotation that makes the fitted floor horizontal, or None when it is tilted > 30 deg."""
-    contacts = np.concatenate([_sole_contacts(r, s) for r, s in zip(rigs, skeletons, strict=True)])
-    a, b = fit_floor_tilt(contacts)
+    pairs = list(zip(rigs, skeletons, strict=True))
+    roots = np.concatenate([rig.root_positions for rig, _ in pairs])
+    contacts = np.concatenate([_sole_contacts(rig, skel) for rig, skel in pairs])
+    a, b = fit_floor_tilt(roots, contacts)
     if np.degrees(np.arctan(np.hypot(a, b))) > MAX_TILT_DEG:
         return None
     up = np.array([-a, 1.0, -b])

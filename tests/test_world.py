@@ -84,6 +84,19 @@ def test_pitched_camera_floor_is_levelled() -> None:
     assert np.allclose(still.world.rotation, CAMERA_TO_WORLD, atol=0.02)
 
 
+def test_depth_noise_does_not_fake_a_tilt() -> None:
+    """Monocular depth errors move the body along the camera ray through its root; below a level
+    camera, farther also means lower, which a vertical plane fit would take for a 7-degree slope."""
+    track = standing_track(1.5, 4.0, frames=300)
+    root = builtin_skeleton().rest_joints[0]
+    origin = track.transl + root
+    scale = 1.0 + np.random.default_rng(0).normal(0.0, 0.3, len(origin)) / origin[:, 2]  # 30 cm
+    noisy = track.replace(transl=origin * scale[:, None] - root)
+    world = build_world(Motion([noisy], 30.0, (1920, 1080), 1500.0)).world
+    tilt = np.degrees(np.arccos((world.rotation @ CAMERA_TO_WORLD.T)[1, 1]))
+    assert tilt < 1.0
+
+
 def test_all_people_share_one_world(shared_data: Path) -> None:
     a = real_pose_track(shared_data, 40, track_id=1, x=-1.0)
     b = real_pose_track(shared_data, 40, track_id=2, x=1.2, source="test_h36m.npz")
