@@ -68,67 +68,37 @@ def _locate_smpl() -> Path | None:
 
 
 HMR2_RUN = "hmr2/logs/train/multiruns/hmr2/0"
-FILES: tuple[WeightFile, ...] = (
-    WeightFile(
-        "hmr2-data",
-        "hmr2",
-        "HMR2.0 release archive (checkpoint, config, mean params, J19 regressor), extracted here",
-        url="https://people.eecs.berkeley.edu/~jathushan/projects/4dhumans/hmr2_data.tar.gz",
-        sha256=None,  # not published by the authors: pin the printed hash after a first download
-        unpacks=True,
-    ),
-    WeightFile(
-        "hmr2-checkpoint",
-        f"{HMR2_RUN}/checkpoints/epoch=35-step=1000000.ckpt",
-        "HMR2.0 weights (Lightning checkpoint: ViTPose-H backbone + SMPL head)",
-        archive="hmr2-data",
-    ),
-    WeightFile(
-        "hmr2-config", f"{HMR2_RUN}/model_config.yaml", "HMR2.0 model config", archive="hmr2-data"
-    ),  # fmt: skip
-    WeightFile(
-        "smpl-mean-params",
-        "hmr2/data/smpl_mean_params.npz",
-        "SMPL mean pose/shape/camera (IEF start)",
-        archive="hmr2-data",
-    ),
-    WeightFile(
-        "smpl-to-j19",
-        "hmr2/data/SMPL_to_J19.pkl",
-        "extra 19-joint regressor (HMR2.0 keypoints 25..43)",
-        archive="hmr2-data",
-    ),
-    WeightFile(
-        "featup-vit-jbu",
-        "featup/vit_jbu_stack_cocostuff.ckpt",
-        "FeatUp JBU stack trained on ViT-S/16 (its 4 upsampling stages transplant into ViTPose-H)",
-        url="https://marhamilresearch4.blob.core.windows.net/feature-upsampling-public/pretrained/vit_jbu_stack_cocostuff.ckpt",
-        sha256=None,
-    ),
-    WeightFile(
-        "featup-deformable",
-        "checkpoints/featup-deformable.safetensors",
-        "the paper's model (ViTPose-H + FeatUp JBU + deformable decoder)",
-        manual="its trained weights are not published yet: train them with `mocap train hmr` or "
-        "place a mocap checkpoint at {path}",
-    ),
-    WeightFile(
-        "vitpose-deformable",
-        "checkpoints/vitpose-deformable.safetensors",
-        "the paper's ablation without FeatUp (ViTPose-H + deformable decoder)",
-        manual="its trained weights are not published yet: train them with `mocap train hmr` or "
-        "place a mocap checkpoint at {path}",
-    ),
-    WeightFile(
-        "smpl",
-        "smpl/SMPL_NEUTRAL.pkl",
-        "SMPL neutral body model (licensed: manual download)",
-        manual="SMPL cannot be downloaded automatically (licence): register at "
-        "https://smpl.is.tue.mpg.de, download the neutral model and place it at {path} "
-        "(or pass --smpl FILE / set MOCAP_SMPL)",
-        locate=_locate_smpl,
-    ),
+HMR2_URL = "https://people.eecs.berkeley.edu/~jathushan/projects/4dhumans/hmr2_data.tar.gz"
+FEATUP_URL = "https://marhamilresearch4.blob.core.windows.net/feature-upsampling-public/pretrained"
+UNPUBLISHED = (
+    "its trained weights are not published yet: train them with `mocap train hmr` or place a "
+    "mocap checkpoint at {path}"
 )
+# sha256=None: the publishers give no hash; the computed one is printed after download to pin here.
+# fmt: off
+FILES: tuple[WeightFile, ...] = (
+    WeightFile("hmr2-data", "hmr2", "HMR2.0 release archive (checkpoint, config, mean params, J19 regressor), extracted here",
+               url=HMR2_URL, sha256=None, unpacks=True),
+    WeightFile("hmr2-checkpoint", f"{HMR2_RUN}/checkpoints/epoch=35-step=1000000.ckpt",
+               "HMR2.0 weights (Lightning checkpoint: ViTPose-H backbone + SMPL head)", archive="hmr2-data"),
+    WeightFile("hmr2-config", f"{HMR2_RUN}/model_config.yaml", "HMR2.0 model config", archive="hmr2-data"),
+    WeightFile("smpl-mean-params", "hmr2/data/smpl_mean_params.npz", "SMPL mean pose/shape/camera (IEF start)",
+               archive="hmr2-data"),
+    WeightFile("smpl-to-j19", "hmr2/data/SMPL_to_J19.pkl", "extra 19-joint regressor (HMR2.0 keypoints 25..43)",
+               archive="hmr2-data"),
+    WeightFile("featup-vit-jbu", "featup/vit_jbu_stack_cocostuff.ckpt",
+               "FeatUp JBU stack trained on ViT-S/16 (its 4 upsampling stages transplant into ViTPose-H)",
+               url=f"{FEATUP_URL}/vit_jbu_stack_cocostuff.ckpt", sha256=None),
+    WeightFile("featup-deformable", "checkpoints/featup-deformable.safetensors",
+               "the paper's model (ViTPose-H + FeatUp JBU + deformable decoder)", manual=UNPUBLISHED),
+    WeightFile("vitpose-deformable", "checkpoints/vitpose-deformable.safetensors",
+               "the paper's ablation without FeatUp (ViTPose-H + deformable decoder)", manual=UNPUBLISHED),
+    WeightFile("smpl", "smpl/SMPL_NEUTRAL.pkl", "SMPL neutral body model (licensed: manual download)",
+               manual="SMPL cannot be downloaded automatically (licence): register at https://smpl.is.tue.mpg.de, "
+               "download the neutral model and place it at {path} (or pass --smpl FILE / set MOCAP_SMPL)",
+               locate=_locate_smpl),
+)
+# fmt: on
 REGISTRY: dict[str, WeightFile] = {f.name: f for f in FILES}
 ALIASES = {"hmr2": "hmr2-checkpoint"}  # the model name as `mocap run --model` spells it
 
@@ -339,12 +309,8 @@ def _fetch(entry: WeightFile, path: Path, progress: bool) -> None:
 
 
 def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
+    exponent = min(max(size, 1).bit_length() - 1, 39) // 10  # B, KB, MB, GB
+    return f"{size} B" if exponent == 0 else f"{size / 1024**exponent:.1f} {'_KMG'[exponent]}B"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
