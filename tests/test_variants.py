@@ -63,14 +63,18 @@ def test_forward_shapes_rotations_and_levels(variant: str, factor: int | None, m
     # Tapped maps pass through a parameter-free LayerNorm over channels.
     native = out.aux["feat_l1_x1"]
     torch.testing.assert_close(native.mean(1), torch.zeros(2, 16, 12), atol=1e-5, rtol=0)
-    torch.testing.assert_close(native.var(1, unbiased=False), torch.ones(2, 16, 12), atol=1e-3, rtol=0)
+    torch.testing.assert_close(
+        native.var(1, unbiased=False), torch.ones(2, 16, 12), atol=1e-3, rtol=0
+    )
 
 
 def test_bilinear_levels_are_interpolated_native_maps(means: Path) -> None:
     model = _build("vitpose-deformable", 4, means).eval()
     with torch.no_grad():
         out = model(torch.randn(1, 3, 256, 192))
-    want = F.interpolate(out.aux["feat_l2_x1"], scale_factor=4, mode="bilinear", align_corners=False)
+    want = F.interpolate(
+        out.aux["feat_l2_x1"], scale_factor=4, mode="bilinear", align_corners=False
+    )
     torch.testing.assert_close(out.aux["feat_l2_x4"], want)
 
 
@@ -83,6 +87,16 @@ def test_featup_guidance_changes_upsampled_maps_only(means: Path) -> None:
         b = model.build_levels(taps, images.flip(-1))  # same features, other guidance image
     assert torch.equal(a["feat_l1_x1"], b["feat_l1_x1"])
     assert not torch.allclose(a["feat_l1_x4"], b["feat_l1_x4"])
+
+
+def _unused_jbu_part(name: str, factor: int | None) -> bool:
+    """JBU stages beyond x r, and FeatUp's final fixup below x16, are kept (checkpoint layout is
+    the same for every r) but take no part in the forward pass."""
+    if not name.startswith("upsamplers.") or factor is None:
+        return False
+    part = name.split(".")[2]
+    used = {f"up{k}" for k in range(1, factor.bit_length())}
+    return part not in used and not (part == "fixup_proj" and factor == 16)
 
 
 @pytest.mark.parametrize("variant, factor", CASES)
@@ -98,7 +112,12 @@ def test_gradients_reach_every_trainable_parameter(
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     assert trainable
     missing = [n for n, p in trainable if p.grad is None or not p.grad.abs().sum() > 0]
-    assert missing == []
+    assert missing == [n for n, _ in trainable if _unused_jbu_part(n, factor)]
+    if variant == "featup-deformable" and factor in (
+        2,
+        4,
+    ):  # really unused (not merely zero): its gradient is None
+        assert model.get_parameter("upsamplers.1.up4.range_temp").grad is None
     backbone = list(model.backbone.parameters())
     if frozen:
         assert all(not p.requires_grad and p.grad is None for p in backbone)

@@ -9,7 +9,9 @@ Two ways the head sees the image:
   norm in ViTPose, and intermediate layers have very different scales). Then, per tapped layer in
   order, the native 16x12 map and the map upsampled by ``factor`` (JBU guided by the crop image for
   ``upsample="jbu"``, bilinear for ``upsample="bilinear"``); with ``upsample="none"`` (or factor 1)
-  only the native maps. Default: [L16 x1, L16 x r, L32 x1, L32 x r].
+  only the native maps. Default: [L16 x1, L16 x r, L32 x1, L32 x r]. A JBU stack always holds
+  all four x2 stages and FeatUp's final fixup (one checkpoint layout for every r, and FeatUp
+  checkpoints transplant whole); for r < 16 the stages beyond r and the fixup are not run.
 
 The backbone may run in a lower precision than the rest (the predictor keeps only the backbone
 in bf16, the heavy part): features are cast to the head's dtype.
