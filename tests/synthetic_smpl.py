@@ -7,8 +7,8 @@ characteristic of a sphere, so ``F = 2V - 4`` holds as for the real mesh). It st
 T-pose: Y up, facing +Z, the subject's left on +X, pelvis near the origin, about 1.75 m tall.
 
 Everything else follows SMPL's conventions:
-    * ``weights`` (6890, 24): each vertex bound to the bone its segment belongs to, blended 50/50 at
-      each joint and fading out over a few centimetres on either side.
+    * ``weights`` (6890, 24): each vertex bound to the bone its segment belongs to, blended 50/50 on
+      the plane through each joint across its parent bone, fading out within 4 cm on either side.
     * ``J_regressor`` (24, 6890) scipy.sparse CSC: joint j is the mean of one ring of vertices that
       surrounds it, so the joints follow the shape blend shapes.
     * ``shapedirs`` (6890, 3, 10): size, girth, leg length, shoulder width, arm length, belly, head
@@ -35,25 +35,17 @@ NUM_VERTICES = 6890
 NUM_FACES = 13776
 
 # Rest joint positions (metres), close to SMPL's neutral template; right side mirrors the left.
+# fmt: off
 _LEFT = {
-    1: (0.070, -0.310, 0.020),  # hip
-    4: (0.105, -0.690, 0.015),  # knee
-    7: (0.088, -1.100, -0.030),  # ankle
-    10: (0.120, -1.155, 0.095),  # foot (ball)
-    13: (0.075, 0.205, -0.005),  # collar
-    16: (0.195, 0.230, -0.015),  # shoulder
-    18: (0.455, 0.220, -0.030),  # elbow
-    20: (0.720, 0.225, -0.030),  # wrist
-    22: (0.805, 0.215, -0.040),  # hand
+    1: (0.070, -0.310, 0.020), 4: (0.105, -0.690, 0.015), 7: (0.088, -1.100, -0.030),  # hip knee ankle
+    10: (0.120, -1.155, 0.095), 13: (0.075, 0.205, -0.005), 16: (0.195, 0.230, -0.015),  # foot collar shoulder
+    18: (0.455, 0.220, -0.030), 20: (0.720, 0.225, -0.030), 22: (0.805, 0.215, -0.040),  # elbow wrist hand
 }
 _CENTRE = {
-    0: (0.0, -0.220, 0.025),
-    3: (0.0, -0.110, 0.000),
-    6: (0.0, 0.020, 0.005),
-    9: (0.0, 0.075, 0.030),
-    12: (0.0, 0.290, -0.015),
-    15: (0.0, 0.355, 0.045),
+    0: (0.0, -0.220, 0.025), 3: (0.0, -0.110, 0.000), 6: (0.0, 0.020, 0.005),  # pelvis spine1 spine2
+    9: (0.0, 0.075, 0.030), 12: (0.0, 0.290, -0.015), 15: (0.0, 0.355, 0.045),  # spine3 neck head
 }
+# fmt: on
 
 
 def rest_joints() -> np.ndarray:
