@@ -27,7 +27,7 @@ from typing import Literal
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from mocap.body.skeleton import RestJointSource, builtin_skeleton, forward_kinematics
+from mocap.body.skeleton import RestJointSource, track_joints
 from mocap.errors import MocapError
 from mocap.motion import Track
 
@@ -305,26 +305,6 @@ def smooth_oneeuro(
 
 
 # ---- tracks --------------------------------------------------------------------------------------
-
-
-def track_joints(track: Track, body: RestJointSource | None = None) -> np.ndarray:
-    """(T,24,3) camera-frame joints of a track by forward kinematics (SMPL's joints when ``body``).
-
-    Rest joints are linear in betas (SMPL regresses them from the shaped mesh), so the per-frame
-    rest joints come from 11 calls of ``body.rest_joints``; the built-in skeleton ignores betas.
-    """
-    rotations = np.concatenate([track.global_orient[:, None], track.body_pose], axis=1)
-    if body is None:
-        rest = np.broadcast_to(builtin_skeleton().rest_joints, (len(track), 24, 3))
-    else:
-        base = np.asarray(body.rest_joints(np.zeros(10)), dtype=np.float64)
-        basis = np.stack(
-            [np.asarray(body.rest_joints(e), dtype=np.float64) - base for e in np.eye(10)]
-        )
-        rest = base + np.einsum(
-            "tb,bjc->tjc", np.asarray(track.betas, dtype=np.float64)[:, :10], basis
-        )
-    return forward_kinematics(rest, rotations, np.asarray(track.transl, dtype=np.float64))
 
 
 def filter_times(track: Track) -> np.ndarray:

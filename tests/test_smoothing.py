@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation, Slerp
 
+from mocap.body.skeleton import track_joints
 from mocap.errors import MocapError
 from mocap.motion import Track
 from mocap.smoothing import (
@@ -14,7 +15,6 @@ from mocap.smoothing import (
     sign_continuous,
     smooth_offline,
     smooth_track,
-    track_joints,
 )
 
 UPRIGHT = np.diag([1.0, -1.0, -1.0])  # SMPL body standing upright, facing the camera (camera frame)

@@ -8,10 +8,9 @@ import torch
 from scipy.spatial.transform import Rotation
 from test_smoothing import UPRIGHT, real_pose_track
 
-from mocap.body.skeleton import builtin_skeleton
+from mocap.body.skeleton import builtin_skeleton, track_joints
 from mocap.errors import MocapError
 from mocap.motion import Motion, Track
-from mocap.smoothing import track_joints
 from mocap.world import CAMERA_TO_WORLD, build_world, contiguous, motion_to_rigs
 
 

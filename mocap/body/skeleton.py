@@ -17,6 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from mocap.body.joints import SMPL_JOINT_NAMES, SMPL_PARENTS
+from mocap.motion import Track
 
 STATURE = 1.70  # metres, the built-in skeleton's standing height
 PELVIS_BELOW_ORIGIN = (
@@ -154,3 +155,23 @@ def forward_kinematics(
             glob[:, k] = glob[:, p] @ rotations[:, k]
             pos[:, k] = pos[:, p] + np.einsum("tab,tb->ta", glob[:, p], rest[:, k] - rest[:, p])
     return pos
+
+
+def track_joints(track: Track, body: RestJointSource | None = None) -> np.ndarray:
+    """(T,24,3) camera-frame joints of a track by forward kinematics (SMPL's joints when ``body``).
+
+    Rest joints are linear in betas (SMPL regresses them from the shaped mesh), so the per-frame
+    rest joints come from 11 calls of ``body.rest_joints``; the built-in skeleton ignores betas.
+    """
+    rotations = np.concatenate([track.global_orient[:, None], track.body_pose], axis=1)
+    if body is None:
+        rest = np.broadcast_to(builtin_skeleton().rest_joints, (len(track), 24, 3))
+    else:
+        base = np.asarray(body.rest_joints(np.zeros(10)), dtype=np.float64)
+        basis = np.stack(
+            [np.asarray(body.rest_joints(e), dtype=np.float64) - base for e in np.eye(10)]
+        )
+        rest = base + np.einsum(
+            "tb,bjc->tjc", np.asarray(track.betas, dtype=np.float64)[:, :10], basis
+        )
+    return forward_kinematics(rest, rotations, np.asarray(track.transl, dtype=np.float64))
