@@ -68,6 +68,9 @@ class ExportReport:
         """Human-readable lines: files, smoothing, notes, failures."""
         lines = [f"wrote {len(self.files)} file(s) to {self.out_dir}"]
         lines += [f"  {p.name}" for p in self.files]
+        if self.world is not None:
+            x, y, z = self.world.camera_position
+            lines.append(f"  world: Y up, floor y = 0, camera at ({x:.2f}, {y:.2f}, {z:.2f}) m")
         for tid, rep in self.jitter.items():
             lines.append(f"  track {tid}: jitter {rep.before:.2f} -> {rep.after:.2f} m/s^2")
         lines += [f"note: {n}" for n in self.notes]

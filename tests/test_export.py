@@ -139,7 +139,7 @@ def test_mocap_export_command_without_smpl(
                     "--smooth", "offline", "--smooth-strength", "2")  # fmt: skip
     assert export_cmd.run(args) == 0
     out = capsys.readouterr().out
-    assert "jitter" in out and "body shape not applied" in out
+    assert "jitter" in out and "body shape not applied" in out and "camera at (" in out
     clip = read_bvh(tmp_path / "anim" / "person_1.bvh")
     assert clip.frame_time == pytest.approx(1 / 30) and len(clip.motion) == 30
     hip = clip.joints[clip.names.index("left_hip")].offset
