@@ -16,7 +16,10 @@ SHAPES = [(6, 5), (3, 4), (12, 10)]
 
 def _levels(dims, batch=2, dtype=torch.float64, seed=0):
     g = torch.Generator().manual_seed(seed)
-    maps = [torch.randn(batch, c, h, w, generator=g, dtype=dtype) for c, (h, w) in zip(dims, SHAPES)]
+    maps = [
+        torch.randn(batch, c, h, w, generator=g, dtype=dtype)
+        for c, (h, w) in zip(dims, SHAPES, strict=False)
+    ]
     # the head passes channels-last maps; the fast path must also accept plain ones
     return [maps[0].contiguous(memory_format=torch.channels_last), *maps[1:]]
 
@@ -53,15 +56,26 @@ def test_core_functions_agree_and_gradcheck() -> None:
     g = torch.Generator().manual_seed(3)
     n, q, m, p, c, d = 1, 2, 2, 2, 3, 2
     shapes = [(3, 4), (2, 3)]
-    levels = [torch.randn(n, c, h, w, generator=g, dtype=torch.float64, requires_grad=True) for h, w in shapes]
-    loc = (torch.rand(n, q, m, 2, p, 2, generator=g, dtype=torch.float64) * 1.2 - 0.1).requires_grad_()
+    levels = [
+        torch.randn(n, c, h, w, generator=g, dtype=torch.float64, requires_grad=True)
+        for h, w in shapes
+    ]
+    loc = (
+        torch.rand(n, q, m, 2, p, 2, generator=g, dtype=torch.float64) * 1.2 - 0.1
+    ).requires_grad_()
     attw = torch.rand(n, q, m, 2, p, generator=g, dtype=torch.float64).requires_grad_()
-    wts = [torch.randn(m * d, c, generator=g, dtype=torch.float64, requires_grad=True) for _ in shapes]
+    wts = [
+        torch.randn(m * d, c, generator=g, dtype=torch.float64, requires_grad=True) for _ in shapes
+    ]
     bs = [torch.randn(m * d, generator=g, dtype=torch.float64, requires_grad=True) for _ in shapes]
 
     def reference(l0, l1, loc, attw, w0, w1, b0, b1):
         value = torch.cat(
-            [torch.nn.functional.linear(x.flatten(2).transpose(1, 2), w, b) for x, w, b in ((l0, w0, b0), (l1, w1, b1))], 1
+            [
+                torch.nn.functional.linear(x.flatten(2).transpose(1, 2), w, b)
+                for x, w, b in ((l0, w0, b0), (l1, w1, b1))
+            ],
+            1,
         ).view(n, -1, m, d)
         return ms_deform_attn_reference(value, torch.tensor(shapes), loc, attw)
 
@@ -91,7 +105,10 @@ def test_gradients_of_fast_path_match_reference() -> None:
 def test_initialisation_matches_deformable_detr() -> None:
     attn = MSDeformAttn(d_model=32, n_levels=4, n_heads=8, n_points=4)
     assert attn.sampling_offsets.weight.abs().sum() == 0
-    assert attn.attention_weights.weight.abs().sum() == 0 and attn.attention_weights.bias.abs().sum() == 0
+    assert (
+        attn.attention_weights.weight.abs().sum() == 0
+        and attn.attention_weights.bias.abs().sum() == 0
+    )
     bias = attn.sampling_offsets.bias.view(8, 4, 4, 2)
     for head in range(8):
         theta = 2 * math.pi * head / 8
@@ -118,7 +135,9 @@ def test_bf16_fast_path_close_to_float64_reference() -> None:
     query = torch.randn(2, 5, 16, dtype=torch.float64)
     ref_points = torch.rand(2, 5, 2, dtype=torch.float64)
     exact, _, _ = attn(query, ref_points, levels, reference=True)
-    low, _, _ = attn.bfloat16()(query.bfloat16(), ref_points.bfloat16(), [x.bfloat16() for x in levels])
+    low, _, _ = attn.bfloat16()(
+        query.bfloat16(), ref_points.bfloat16(), [x.bfloat16() for x in levels]
+    )
     assert low.dtype == torch.bfloat16
     assert ((low.double() - exact).abs().max() / exact.abs().max()) < 0.05
 

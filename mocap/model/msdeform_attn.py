@@ -155,11 +155,16 @@ class MSDeformAttn(nn.Module):
         dims = list(level_dims) if level_dims is not None else [d_model] * n_levels
         if len(dims) != n_levels:
             raise ValueError(f"{len(dims)} level_dims for {n_levels} levels")
-        self.d_model, self.n_levels, self.n_heads, self.n_points = d_model, n_levels, n_heads, n_points
+        self.d_model, self.n_levels, self.n_heads, self.n_points = (
+            d_model,
+            n_levels,
+            n_heads,
+            n_points,
+        )
         self.level_dims = dims
         self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
         self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
-        self.value_proj: nn.Module = (
+        self.value_proj: nn.Linear | nn.ModuleList = (
             nn.Linear(dims[0], d_model)
             if len(set(dims)) == 1
             else nn.ModuleList(nn.Linear(c, d_model) for c in dims)
@@ -187,9 +192,11 @@ class MSDeformAttn(nn.Module):
     def _value_projs(self) -> list[nn.Linear]:
         if isinstance(self.value_proj, nn.Linear):
             return [self.value_proj] * self.n_levels
-        return [mod for mod in self.value_proj if isinstance(mod, nn.Linear)]
+        return [mod for mod in self.value_proj.children() if isinstance(mod, nn.Linear)]
 
-    def sampling(self, query: Tensor, reference_points: Tensor, shapes: Tensor) -> tuple[Tensor, Tensor]:
+    def sampling(
+        self, query: Tensor, reference_points: Tensor, shapes: Tensor
+    ) -> tuple[Tensor, Tensor]:
         """Sampling locations and attention weights.
 
         Arguments:
@@ -207,7 +214,9 @@ class MSDeformAttn(nn.Module):
         if reference_points.dim() == 3:
             reference_points = reference_points[:, :, None].expand(n, q, lv, 2)
         normaliser = shapes.flip(-1).to(query.dtype)  # (W_l, H_l)
-        locations = reference_points[:, :, None, :, None] + offsets / normaliser[None, None, None, :, None]
+        locations = (
+            reference_points[:, :, None, :, None] + offsets / normaliser[None, None, None, :, None]
+        )
         return locations, weights
 
     def forward(
