@@ -177,9 +177,8 @@ def _regression_weights(times: np.ndarray, sigma: float) -> tuple[np.ndarray, np
 def _offline_rotations(quat: np.ndarray, index: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Weighted Karcher mean on SO(3) per frame. quat (T,J,4) sign-continuous -> (T,J,4)."""
     out = np.empty_like(quat)
-    chunk = max(
-        1, 2_000_000 // (index.shape[1] * quat.shape[1])
-    )  # bounded memory: ~64 MB of neighbours
+    # bounded memory: about 16 MB per (C,K,J,4) temporary, whatever the kernel width
+    chunk = max(1, 500_000 // (index.shape[1] * quat.shape[1]))
     for start in range(0, len(quat), chunk):
         sl = slice(start, start + chunk)
         mean = quat[sl].copy()  # (C,J,4) initial estimate: the sample itself
