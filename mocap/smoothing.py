@@ -22,7 +22,6 @@ and gaps are handled.
 """
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -31,7 +30,6 @@ from mocap.body.skeleton import RestJointSource, track_joints
 from mocap.errors import MocapError
 from mocap.motion import Track
 
-SmoothMode = Literal["offline", "oneeuro", "none"]
 MODES: tuple[str, ...] = ("offline", "oneeuro", "none")
 
 OFFLINE_SIGMA_S = 0.05  # Gaussian width in seconds at strength 1 (-3 dB near 2.6 Hz)
