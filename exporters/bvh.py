@@ -25,7 +25,8 @@ from mocap.errors import MocapError
 from mocap.paths import atomic_path
 
 UNIT_SCALE: dict[str, float] = {"m": 1.0, "cm": 100.0}
-ROTATION_ORDER = "ZXY"
+ROTATION_ORDER = "ZXY"  # intrinsic: R = Rz @ Rx @ Ry; the channel order written in the file
+_ROTATION_CHANNELS = " ".join(f"{axis}rotation" for axis in ROTATION_ORDER)
 _END_SITE_FRACTION = 0.5  # End Site length relative to the leaf joint's own bone
 
 
@@ -37,10 +38,10 @@ def _children(parents: tuple[int, ...]) -> list[list[int]]:
     return kids
 
 
-def _unwrap_zxy(angles: np.ndarray) -> np.ndarray:
-    """Make ZXY Euler angles (T,J,3) in degrees continuous over time.
+def _unwrap_euler(angles: np.ndarray) -> np.ndarray:
+    """Make Tait-Bryan angles (T,J,3) in degrees (in ROTATION_ORDER) continuous over time.
 
-    Each rotation has two Euler triples, (z, x, y) and (z + 180, 180 - x, y + 180), each up to
+    Each rotation has two angle triples, (a, b, c) and (a + 180, 180 - b, c + 180), each up to
     multiples of 360; per frame pick the one closest to the previous frame.
     """
     out = angles.copy()
@@ -56,12 +57,15 @@ def _unwrap_zxy(angles: np.ndarray) -> np.ndarray:
     return out
 
 
-def rotations_to_zxy(rotations: np.ndarray) -> np.ndarray:
-    """(T,J,3,3) rotation matrices -> (T,J,3) continuous ZXY Euler angles (z, x, y) in degrees."""
+def rotations_to_euler(rotations: np.ndarray) -> np.ndarray:
+    """(T,J,3,3) rotation matrices -> (T,J,3) continuous Euler angles in degrees, ROTATION_ORDER
+    (for ZXY: z, x, y with R = Rz @ Rx @ Ry)."""
     t, j = rotations.shape[:2]
-    # scipy's upper-case sequence is intrinsic: "ZXY" gives R = Rz @ Rx @ Ry
-    angles = Rotation.from_matrix(rotations.reshape(-1, 3, 3)).as_euler("ZXY", degrees=True)
-    return _unwrap_zxy(angles.reshape(t, j, 3))
+    # scipy's upper-case sequences are intrinsic: "ZXY" gives R = Rz @ Rx @ Ry
+    angles = Rotation.from_matrix(rotations.reshape(-1, 3, 3)).as_euler(
+        ROTATION_ORDER, degrees=True
+    )
+    return _unwrap_euler(angles.reshape(t, j, 3))
 
 
 def bvh_text(rig: RigAnimation, units: str = "m") -> str:
@@ -83,11 +87,9 @@ def bvh_text(rig: RigAnimation, units: str = "m") -> str:
         lines.append(f"{pad}{{")
         lines.append(f"{pad}\tOFFSET {offset[0]:.6f} {offset[1]:.6f} {offset[2]:.6f}")
         if j == root:
-            lines.append(
-                f"{pad}\tCHANNELS 6 Xposition Yposition Zposition Zrotation Xrotation Yrotation"
-            )
+            lines.append(f"{pad}\tCHANNELS 6 Xposition Yposition Zposition {_ROTATION_CHANNELS}")
         else:
-            lines.append(f"{pad}\tCHANNELS 3 Zrotation Xrotation Yrotation")
+            lines.append(f"{pad}\tCHANNELS 3 {_ROTATION_CHANNELS}")
         for c in kids[j]:
             emit(c, depth + 1)
         if not kids[j]:
@@ -99,7 +101,7 @@ def bvh_text(rig: RigAnimation, units: str = "m") -> str:
         lines.append(f"{pad}}}")
 
     emit(root, 0)
-    euler = rotations_to_zxy(np.asarray(rig.local_rotations, dtype=np.float64))[:, order]  # (T,J,3)
+    euler = rotations_to_euler(np.asarray(rig.local_rotations, dtype=np.float64))[:, order]
     values = np.concatenate(
         [np.asarray(rig.root_positions) * scale, euler.reshape(len(euler), -1)], axis=1
     )
