@@ -165,6 +165,9 @@ def _write_blender(
         err = errors.get(path, "no result from the Blender writer")
         if err is None and path.exists():
             report.files.append(path)
+            sidecar = path.with_suffix(".bin")  # .gltf keeps its buffers beside it
+            if path.suffix == ".gltf" and sidecar.exists():
+                report.files.append(sidecar)
         else:
             report.failures.append(
                 ExportFailure(owner[path], path.suffix[1:], err or "file missing")
