@@ -62,7 +62,7 @@ def test_python_dash_m_entry_point() -> None:
 def test_flags_override_config_file(tmp_path: Path) -> None:
     config = tmp_path / "settings.yaml"
     config.write_text("det-conf: 0.6\nstride: 2\nformats: bvh,fbx\nsmooth: oneeuro\n")
-    args = build_parser().parse_args(
+    args = build_parser("run").parse_args(
         ["run", "clip.mp4", "-o", "out", "--config", str(config), "--stride", "3", "--combined"]
     )
     s = resolve_settings(args)
@@ -78,7 +78,7 @@ def test_saved_config_reads_back(tmp_path: Path) -> None:
     classes: list[int | str] = [0, "person"]
     s = RunSettings(stride=2, formats=["bvh"], focal_length=1200.0, classes=classes)
     save_config(s, tmp_path / "config.yaml")
-    args = build_parser().parse_args(
+    args = build_parser("run").parse_args(
         ["run", "x.mp4", "-o", "o", "--config", str(tmp_path / "config.yaml")]
     )
     assert resolve_settings(args) == s

@@ -57,7 +57,9 @@ def resolve_model(settings: RunSettings) -> tuple[str, Path]:
         trained = path_for("featup-deformable")
         if trained.is_file():
             return "featup-deformable", trained
-        log.debug("no trained featup-deformable weights at %s: using HMR2.0's", trained)
+        log.info(
+            "no trained featup-deformable weights at %s: using HMR2.0's public weights", trained
+        )
     variant = "hmr2" if settings.model == "auto" else settings.model
     try:
         return variant, Path(resolve(variant))
@@ -108,13 +110,13 @@ def build_engines(settings: RunSettings) -> "Engines":
 
     device = auto_device(settings.device)
     precision = auto_precision(settings.precision, device)
+    _, path = resolve_model(settings)  # first: fails fast when there are no weights
     body = load_body_model(settings.smpl, required=False)
     if body is None:  # not an error: said once, and recorded as "body" in run.json
         log.info(
             "no SMPL model file found: using the built-in skeleton (body shape not applied); "
             "pass --smpl SMPL_NEUTRAL.pkl or set $MOCAP_SMPL for shaped bodies and meshes"
         )
-    variant, path = resolve_model(settings)
     predictor = Predictor.from_checkpoint(
         path,
         device=device,
