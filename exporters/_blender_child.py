@@ -123,17 +123,31 @@ def key_animation(
     quats = sign_continuous(quat_from_matrix(np.einsum("jba,tjbc,jcd->tjad", rest, rz, rest)))
     loc = (root @ YUP_TO_ZUP.T - head0) @ rest[0]  # B0^T (p - h0), the root bone's local offset
     frames = first_frame + np.arange(rot.shape[0], dtype=np.float64)
-    action = bpy.data.actions.new(f"{obj.name}_motion")
-    obj.animation_data_create()
-    obj.animation_data.action = action
-    slot = action.slots.new(id_type="OBJECT", name=obj.name)
-    obj.animation_data.action_slot = slot
-    bag = anim_utils.action_ensure_channelbag_for_slot(action, slot)
     channels = [
         (f'pose.bones["{b.name}"].rotation_quaternion', b.name, quats[:, j])
         for j, b in enumerate(bones)
     ]
     channels.append((f'pose.bones["{bones[0].name}"].location', bones[0].name, loc))
+    key_channels(obj, "OBJECT", f"{obj.name}_motion", frames, channels)
+
+
+def key_channels(
+    owner: bpy.types.ID,
+    id_type: str,
+    action_name: str,
+    frames: np.ndarray,
+    channels: list[tuple[str, str, np.ndarray]],
+) -> None:
+    """A new action on ``owner`` keying each (data path, group, values (T,C)) at ``frames`` (T,).
+
+    Linear keys written in bulk (``keyframe_points.add`` + ``foreach_set``), never key by key.
+    """
+    action = bpy.data.actions.new(action_name)
+    owner.animation_data_create()
+    owner.animation_data.action = action
+    slot = action.slots.new(id_type=id_type, name=owner.name)
+    owner.animation_data.action_slot = slot
+    bag = anim_utils.action_ensure_channelbag_for_slot(action, slot)
     linear = [
         bpy.types.Keyframe.bl_rna.properties["interpolation"].enum_items["LINEAR"].value
     ] * len(frames)
@@ -153,7 +167,7 @@ def add_mesh(
     verts: np.ndarray,
     faces: np.ndarray,
     weights: np.ndarray,
-) -> None:
+) -> bpy.types.Object:
     """Skinned mesh (rest vertices (V,3) Y-up, weights (V,J) by ``names``) bound to ``arm``."""
     mesh = bpy.data.meshes.new(f"{arm.name}_body")
     mesh.from_pydata((verts @ YUP_TO_ZUP.T).tolist(), [], faces.tolist())
@@ -168,6 +182,49 @@ def add_mesh(
     mod = obj.modifiers.new("Armature", "ARMATURE")
     mod.object = arm
     mod.use_vertex_groups = True
+    return obj
+
+
+def corrective_names(joint_names: list[str]) -> list[str]:
+    """Shape key name of each pose feature: ``pose_<joint>_<row><col>`` of (R_joint - I)."""
+    return [f"pose_{n}_{r}{c}" for n in joint_names[1:] for r in range(3) for c in range(3)]
+
+
+def add_correctives(
+    obj: bpy.types.Object,
+    joint_names: list[str],
+    pose_dirs: np.ndarray,
+    rot: np.ndarray,
+    first_frame: int,
+) -> None:
+    """SMPL's pose blend shapes as shape keys on the skinned mesh, keyed every frame.
+
+    Shape keys are applied to the rest mesh before the Armature modifier, exactly where SMPL adds
+    its pose offsets before skinning. Key f holds the offsets of pose feature f (turned to Z-up)
+    and its value at each frame is that feature, ``(R_j - I)`` of the Y-up rig rotations, in
+    SMPL's own row-major order (values lie in [-2, 2], hence the slider range).
+
+    Arguments:
+        pose_dirs: (9*(J-1),V,3) offsets per unit feature, Y-up rig world.
+        rot: (T,J,3,3) the rig's local rotations (Y-up); joint 0 is unused.
+    """
+    rest = obj.data.vertices
+    base = np.zeros(3 * len(rest))
+    rest.foreach_get("co", base)
+    obj.shape_key_add(name="Basis", from_mix=False)
+    names = corrective_names(joint_names)
+    dirs = pose_dirs.reshape(len(names), -1, 3) @ YUP_TO_ZUP.T
+    for name, delta in zip(names, dirs, strict=True):
+        key = obj.shape_key_add(name=name, from_mix=False)
+        key.slider_min, key.slider_max = -2.0, 2.0
+        key.points.foreach_set("co", base + delta.ravel())
+    features = (rot[:, 1:] - np.eye(3)).reshape(len(rot), -1)  # (T, 207)
+    frames = first_frame + np.arange(len(rot), dtype=np.float64)
+    channels = [
+        (f'key_blocks["{name}"].value', "pose correctives", features[:, [f]])
+        for f, name in enumerate(names)
+    ]
+    key_channels(obj.data.shape_keys, "KEY", f"{obj.name}_correctives", frames, channels)
 
 
 def write_file(fmt: str, tmp: Path, final: Path) -> None:
@@ -210,13 +267,16 @@ def write_file(fmt: str, tmp: Path, final: Path) -> None:
 
 
 def export_gltf(path: Path, fmt: str) -> None:
-    """glTF 2.0 (Y-up): skin with every influence, every frame sampled, no modifiers applied."""
+    """glTF 2.0 (Y-up): skin with every influence, every frame sampled, no modifiers applied;
+    shape keys as morph targets (positions only: normals are recomputed by every viewer) with
+    their weights animated."""
     bpy.ops.export_scene.gltf(
         filepath=str(path), check_existing=False, export_format="GLB" if fmt == "glb" else "GLTF_SEPARATE",
         export_yup=True, export_apply=False, export_animations=True, export_animation_mode="SCENE", export_anim_scene_split_object=False,
         export_force_sampling=True, export_frame_step=1, export_optimize_animation_size=False,
         export_skins=True, export_all_influences=True, export_def_bones=False, export_leaf_bone=False,
         export_materials="NONE", export_texcoords=False,
+        export_morph=True, export_morph_normal=False, export_morph_animation=True,
     )  # fmt: skip
 
 
@@ -259,7 +319,7 @@ def run_job(job_file: str) -> int:
                 first.append(f0)
                 last.append(f0 + arrays[f"{i}_rot"].shape[0] - 1)
                 if meta["mesh"]:
-                    add_mesh(
+                    body = add_mesh(
                         scene,
                         arm,
                         meta["joint_names"],
@@ -267,6 +327,9 @@ def run_job(job_file: str) -> int:
                         arrays[f"{i}_faces"],
                         arrays[f"{i}_weights"],
                     )
+                    if meta["correctives"]:
+                        dirs = arrays[f"{i}_posedirs"]
+                        add_correctives(body, meta["joint_names"], dirs, arrays[f"{i}_rot"], f0)
             scene.frame_start, scene.frame_end = min(first), max(last)
             scene.frame_set(scene.frame_start)
             result["scene_seconds"] += time.perf_counter() - start
@@ -321,6 +384,20 @@ def world_vertices(obj: bpy.types.Object, evaluated: bool) -> np.ndarray:
     return co.reshape(-1, 3) @ mat[:3, :3].T + mat[:3, 3]
 
 
+def widen_shape_key_sliders() -> None:
+    """Open every shape key's slider to Blender's hard range (-10..10).
+
+    Blender 5.0's glTF importer widens a slider to fit only the first keyed weight of each morph
+    target (``min(coords[1:2])`` in ``animation_weight.py``), so later negative weights would be
+    clamped on evaluation although the file holds them; this undoes that importer bug.
+    """
+    props = bpy.types.ShapeKey.bl_rna.properties
+    low, high = props["slider_min"].hard_min, props["slider_max"].hard_max
+    for key in bpy.data.shape_keys:
+        for block in key.key_blocks:
+            block.slider_min, block.slider_max = low, high
+
+
 def read_file(path: str, out: str, samples: int) -> int:
     """Import ``path`` into a fresh Blender and dump armature joints and skinned vertices to npz."""
     bpy.ops.wm.read_factory_settings(use_empty=True)
@@ -332,6 +409,7 @@ def read_file(path: str, out: str, samples: int) -> int:
         bpy.ops.import_scene.fbx(filepath=path)
     else:
         bpy.ops.import_scene.gltf(filepath=path)
+        widen_shape_key_sliders()
     scene = bpy.context.scene
     # Seconds in the file of each imported frame, undoing each importer's own conversion:
     # the FBX importer maps t -> 1 + t * round(fps) (integer fps even for 29.97), the glTF one
@@ -378,7 +456,10 @@ def read_file(path: str, out: str, samples: int) -> int:
             dump[f"m{m}_posed"] = (
                 np.stack(posed) if posed else np.zeros((0, *dump[f"m{m}_rest"].shape))
             )
-            meta["meshes"].append(obj.name)
+            keys = obj.data.shape_keys
+            meta["meshes"].append(
+                {"name": obj.name, "keys": [k.name for k in keys.key_blocks[1:]] if keys else []}
+            )
     dump["meta"] = np.array(json.dumps(meta))
     np.savez(out, **dump)
     return 0

@@ -34,8 +34,14 @@ frame p.frame_start, i.e. at its video time, and every file holds one take over 
 (29.97 = 30 / 1.001).
 
 With ``rig.mesh`` the SMPL mesh is skinned to the armature (vertex groups named after the bones
-carrying SMPL's blend weights, Armature modifier, parented): linear blend skinning, i.e. the SMPL
-mesh without pose-corrective blend shapes.
+carrying SMPL's blend weights, Armature modifier, parented). With ``rig.mesh.pose_dirs`` (the
+default for SMPL bodies; ``pose_correctives=False`` opts out) it also carries SMPL's 207
+pose-corrective blend shapes: one shape key per feature of ``(R_j - I)`` (joints 1..23, row-major,
+named ``pose_<joint>_<row><col>``), offsets turned to Z-up, values keyed every frame from the rig's
+own rotations, sliders -2..2 (values are negative too). Shape keys act on the rest mesh before
+the Armature modifier, as SMPL adds pose offsets before skinning, so the deformed mesh is SMPL's
+exactly. FBX carries them as blend shape channels with animated DeformPercent, glTF as morph
+targets (positions only) with animated weights; Blender's importers widen the sliders to fit.
 
 Blender 5.0 quirks handled: actions are slotted (keys go to the slot's channelbag); the glTF
 exporter turns frames into seconds with fps * fps_base (fps_base is inverted while it runs); the
@@ -90,6 +96,7 @@ class MeshDump:
     rest_vertices: np.ndarray  # (V,3) world, unposed mesh data
     frames: np.ndarray  # (S,) sampled frames
     posed_vertices: np.ndarray  # (S,V,3) evaluated (deformed) vertices in world space
+    shape_keys: tuple[str, ...] = ()  # names of the shape keys (blend shapes), basis excluded
 
 
 @dataclass
@@ -135,7 +142,7 @@ def _job_timeout(scenes: Mapping[Path, Sequence[RigAnimation]]) -> float:
 
 
 def _write_job(
-    scenes: Mapping[Path, Sequence[RigAnimation]], workdir: Path
+    scenes: Mapping[Path, Sequence[RigAnimation]], workdir: Path, correctives: bool
 ) -> tuple[Path, dict[Path, Path]]:
     """Serialise rigs (one copy each) to npz and the outputs to JSON; returns (job, final->tmp)."""
     from mocap.paths import atomic_path
@@ -162,6 +169,9 @@ def _write_job(
             arrays[f"{i}_verts"] = np.asarray(rig.mesh.rest_vertices, np.float64)
             arrays[f"{i}_faces"] = np.asarray(rig.mesh.faces, np.int64)
             arrays[f"{i}_weights"] = np.asarray(rig.mesh.weights, np.float64)
+        dirs = rig.mesh.pose_dirs if correctives and rig.mesh is not None else None
+        if dirs is not None:  # float32 like Blender's shape keys: 17 MB for SMPL instead of 34
+            arrays[f"{i}_posedirs"] = np.asarray(dirs, np.float32)
         meta.append(
             {
                 "name": rig.name,
@@ -170,6 +180,7 @@ def _write_job(
                 "fps": float(rig.fps),
                 "frame_start": int(rig.frame_start),
                 "mesh": rig.mesh is not None,
+                "correctives": dirs is not None,
             }
         )
     np.savez(workdir / "rigs.npz", **arrays)
@@ -179,8 +190,18 @@ def _write_job(
     return workdir / "job.json", temps
 
 
+def _check_pose_dirs(rig: RigAnimation) -> None:
+    """Refuse pose blend shapes that do not fit the rig (a programming error, not the user's)."""
+    if rig.mesh is None or rig.mesh.pose_dirs is None:
+        return
+    want = (9 * (len(rig.parents) - 1), len(rig.mesh.rest_vertices), 3)
+    if np.shape(rig.mesh.pose_dirs) != want:
+        got = np.shape(rig.mesh.pose_dirs)
+        raise ValueError(f"{rig.name}: mesh.pose_dirs has shape {got}, expected {want}")
+
+
 def _run_job(
-    scenes: Mapping[Path, Sequence[RigAnimation]], timeout: float | None
+    scenes: Mapping[Path, Sequence[RigAnimation]], timeout: float | None, correctives: bool = True
 ) -> tuple[dict[Path, str | None], dict[str, Any]]:
     """Write all files in one child; returns (path -> error or None, the child's result JSON)."""
     for path, people in scenes.items():
@@ -188,8 +209,10 @@ def _run_job(
             raise ValueError(f"{path}: Blender writes {', '.join(BLENDER_FORMATS)} only")
         if not people or len({round(r.fps, 6) for r in people}) != 1:
             raise ValueError(f"{path}: a scene needs at least one rig, all at the same fps")
+        for rig in people:
+            _check_pose_dirs(rig)
     with tempfile.TemporaryDirectory(prefix="mocap-blender-") as tmp:
-        job, temps = _write_job(scenes, Path(tmp))
+        job, temps = _write_job(scenes, Path(tmp), correctives)
         limit = _job_timeout(scenes) if timeout is None else timeout
         code, tail = _run_child(["write", str(job)], limit)
         result_file = Path(tmp) / "result.json"  # replaced atomically after every file
@@ -207,20 +230,27 @@ def _run_job(
 
 
 def write_with_blender(
-    scenes: Mapping[Path, Sequence[RigAnimation]], timeout: float | None = None
+    scenes: Mapping[Path, Sequence[RigAnimation]],
+    timeout: float | None = None,
+    pose_correctives: bool = True,
 ) -> dict[Path, str | None]:
     """Write FBX / .blend / GLB / glTF files through Blender in one child process.
 
     Arguments:
         scenes: output path -> the rigs placed in that file's scene (suffix picks the format).
         timeout: seconds before the child is killed (default: generous, grows with frame count).
+        pose_correctives: give meshes that carry ``pose_dirs`` their pose blend shapes (shape
+            keys / morph targets driven every frame, the exact SMPL mesh); False writes plain
+            linear blend skinning (about 17 MB smaller per SMPL person, faster to play back).
     Returns:
         path -> None when written, else a one-line error (crash, timeout, exporter exception).
     """
     if importlib.util.find_spec("bpy") is None:
         missing = "Blender's Python module is missing; pip install bpy==5.0.1 (needs Python 3.11)"
         return {Path(p).resolve(): missing for p in scenes}
-    errors, _ = _run_job({Path(p).resolve(): r for p, r in scenes.items()}, timeout)
+    errors, _ = _run_job(
+        {Path(p).resolve(): r for p, r in scenes.items()}, timeout, pose_correctives
+    )
     return errors
 
 
@@ -256,14 +286,16 @@ def read_with_blender(path: Path, mesh_samples: int = 3, timeout: float = 300.0)
         for i, a in enumerate(meta["armatures"])
     ]
     meshes = [
-        MeshDump(name, d[f"m{i}_rest"], d[f"m{i}_frames"], d[f"m{i}_posed"])
-        for i, name in enumerate(meta["meshes"])
+        MeshDump(m["name"], d[f"m{i}_rest"], d[f"m{i}_frames"], d[f"m{i}_posed"], tuple(m["keys"]))
+        for i, m in enumerate(meta["meshes"])
     ]
     return SceneDump(meta["fps"], meta["frame_start"], meta["frame_end"], arms, meshes)
 
 
 def benchmark_blender_export(
-    rig: RigAnimation, formats: Sequence[str] = ("fbx", "blend", "glb")
+    rig: RigAnimation,
+    formats: Sequence[str] = ("fbx", "blend", "glb"),
+    pose_correctives: bool = True,
 ) -> dict[str, float]:
     """Seconds each format takes to write ``rig`` (scene build time under key ``"scene"``).
 
@@ -272,7 +304,7 @@ def benchmark_blender_export(
     """
     with tempfile.TemporaryDirectory(prefix="mocap-bench-") as tmp:
         scenes = {Path(tmp) / f"bench.{f}": [rig] for f in formats}
-        errors, result = _run_job(scenes, None)
+        errors, result = _run_job(scenes, None, pose_correctives)
     failed = {p.name: e for p, e in errors.items() if e}
     if failed:
         raise RuntimeError(f"benchmark export failed: {failed}")

@@ -12,6 +12,12 @@ Conventions:
       the world axes); joint 0's is the global orientation in the world.
     - Joint world positions: forward kinematics of rest offsets, local rotations and ``root_positions``
       (the world position of joint 0 at each frame).
+    - Pose correctives (SMPL's pose blend shapes): ``mesh.pose_dirs[f]`` is the rest-mesh offset per
+      unit of pose feature f, the features being ``(R_j - I)`` of the rig's local rotations as stored,
+      flattened row-major for joints 1..J-1 (:func:`pose_features`; 207 for SMPL). The rest mesh is
+      displaced by ``features @ pose_dirs`` before skinning. For a rig whose world axes are SMPL's
+      canonical ones (Y up, facing +Z: what ``mocap.world`` builds) these are SMPL's posedirs
+      unchanged; :func:`rotate_pose_dirs` converts them for a rig whose axes are turned.
 """
 
 from dataclasses import dataclass
@@ -26,6 +32,9 @@ class RigMesh:
     rest_vertices: np.ndarray  # (V,3) world (Y-up) metres, at rest
     faces: np.ndarray  # (F,3) int
     weights: np.ndarray  # (V,24) skinning weights, rows sum to 1
+    pose_dirs: np.ndarray | None = (
+        None  # (9*(J-1),V,3) world offsets per pose feature; None: LBS only
+    )
 
 
 @dataclass
@@ -66,3 +75,45 @@ class RigAnimation:
                 glob[:, k] = glob[:, p] @ self.local_rotations[:, k]
                 pos[:, k] = pos[:, p] + glob[:, p] @ self.rest_offsets[k]
         return pos
+
+
+def pose_features(local_rotations: np.ndarray) -> np.ndarray:
+    """SMPL's pose-corrective features: ``(R_j - I)`` for joints 1.., flattened row-major.
+
+    Arguments:
+        local_rotations: (T,J,3,3) rotations relative to the parent (joint 0, the root, is unused).
+    Returns:
+        (T, 9*(J-1)) features; ``features @ pose_dirs.reshape(len(pose_dirs), -1)`` gives (T, V*3)
+        rest-mesh offsets, as smplx's ``lbs`` does with its (207, V*3) ``posedirs``.
+    """
+    rot = np.asarray(local_rotations, dtype=np.float64)[:, 1:]
+    return (rot - np.eye(3)).reshape(len(rot), -1)
+
+
+def smpl_pose_dirs(body: object) -> np.ndarray | None:
+    """(207,V,3) SMPL pose blend shapes of an smplx-backed body model (``body.layer.posedirs``,
+    stored by smplx as (207, V*3)); None when the body has none (e.g. the built-in skeleton)."""
+    dirs = getattr(getattr(body, "layer", None), "posedirs", None)
+    if dirs is None:
+        return None
+    arr = np.asarray(dirs.detach().cpu().double().numpy() if hasattr(dirs, "detach") else dirs)
+    return arr.reshape(arr.shape[0], -1, 3)
+
+
+def rotate_pose_dirs(pose_dirs: np.ndarray, axes: np.ndarray) -> np.ndarray:
+    """Pose blend shapes for a rig whose world is SMPL's canonical frame turned by ``axes`` (C).
+
+    Such a rig holds the rest mesh as ``C v`` and local rotations as ``C R C^T``, so its features
+    are ``vec(C (R - I) C^T)``, while SMPL's are ``vec(R - I) = (C^T kron C^T) vec(C (R - I) C^T)``
+    (row-major vec). Folding that 9x9 map and the rotation of the offsets into the blend shapes
+    keeps the rig's contract: its own features times its own pose_dirs.
+
+    Arguments:
+        pose_dirs: (9*K,V,3) blend shapes in SMPL's frame. axes: (3,3) rotation C.
+    Returns:
+        (9*K,V,3) blend shapes for the turned rig.
+    """
+    c = np.asarray(axes, dtype=np.float64)
+    mix = np.kron(c.T, c.T)  # (9,9): SMPL feature (f) from rig feature (g)
+    dirs = np.asarray(pose_dirs, dtype=np.float64).reshape(-1, 9, *pose_dirs.shape[1:])
+    return np.einsum("fg,kfvb,ab->kgva", mix, dirs, c).reshape(pose_dirs.shape)
