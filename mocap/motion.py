@@ -15,6 +15,7 @@ import contextlib
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +66,8 @@ class Track:
     def __len__(self) -> int:
         return int(len(self.frames))
 
-    def replace(self, **changes: np.ndarray) -> "Track":
+    def replace(self, **changes: Any) -> "Track":
+        """A copy with the given fields changed (per-frame arrays, or ``track_id``)."""
         return replace(self, **changes)
 
 
