@@ -189,7 +189,13 @@ def run(args: argparse.Namespace) -> int:
         log.warning("%s; skipped", note)
     for bad in rows:
         print(f"mocap: {bad.name}: failed: {bad.error}", file=sys.stderr)
-    engines: Engines | None = None
+    loaded: list[Engines] = []
+
+    def engines() -> "Engines":  # the model loads once, on the first clip that opens fine
+        if not loaded:
+            loaded.append(build_engines(settings))
+        return loaded[0]
+
     show = not args.quiet and sys.stderr.isatty()
     try:
         for clip, name in tqdm(
@@ -202,8 +208,6 @@ def run(args: argparse.Namespace) -> int:
             if is_done(out / name) and not settings.overwrite:
                 rows.append(row)
                 continue
-            if engines is None:
-                engines = build_engines(settings)  # once, and only when some clip needs it
             row.status = "interrupted"  # until it ends one way or the other
             rows.append(row)
             t0 = time.perf_counter()
@@ -229,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
             if row.status == "failed":
                 tqdm.write(f"mocap: {name}: failed: {row.error}", file=sys.stderr)
     finally:
-        model = engines.model_label if engines is not None else ""
+        model = loaded[0].model_label if loaded else ""
         manifest = write_manifest(out, rows, settings, model)
     if not args.quiet:
         print(summary_table(rows))

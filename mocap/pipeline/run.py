@@ -20,7 +20,7 @@ import shutil
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,7 +253,7 @@ def process_video(
     video: str | Path,
     output: str | Path,
     settings: RunSettings | None = None,
-    engines: Engines | None = None,
+    engines: "Engines | Callable[[], Engines] | None" = None,
     progress: bool = False,
     name: str | None = None,
 ) -> RunResult:
@@ -263,8 +263,9 @@ def process_video(
         video: a video file or a folder of images.
         output: the output root; results go to ``output/<clip name>/``.
         settings: run settings (defaults when None).
-        engines: loaded detector / model / body (built from ``settings`` when None; pass them to
-            reuse one model across clips, as `mocap batch` does).
+        engines: loaded detector / model / body, or a function returning them (called only once
+            the video opened fine); built from ``settings`` when None. `mocap batch` passes one
+            loader for all clips, so the model loads once, and not at all for unreadable clips.
         progress: show a tqdm bar over frames (hidden when stderr is not a terminal).
         name: output folder name (default: :func:`clip_name`).
     Raises:
@@ -291,11 +292,11 @@ def process_video(
     with _held_warnings("mocap.pipeline.video"):
         stream = open_video(video, start=settings.start, end=settings.end, stride=settings.stride)
     timer = StageTimer()
-    if engines is None:
+    if not isinstance(engines, Engines):
         from mocap.pipeline.run_cmd import build_engines
 
         with timer("load"):
-            engines = build_engines(settings)
+            engines = engines() if engines is not None else build_engines(settings)
     collector = logging.handlers.BufferingHandler(capacity=10_000)  # warnings for run.json
     collector.setLevel(logging.WARNING)
     log.addHandler(collector)
