@@ -68,12 +68,12 @@ def test_drop_path_rates_and_modes() -> None:
     vit = build_vit(dim=16, depth=5, num_heads=2, drop_path=0.4, taps=(5,))
     rates = [blk.drop_path.prob for blk in vit.blocks]  # type: ignore[union-attr]
     assert rates == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
-    x = torch.randn(4, 3, 256, 192)
+    x = torch.randn(2, 3, 256, 192)
     vit.eval()
     torch.testing.assert_close(vit(x).final, vit(x).final)
     vit.train()
     torch.manual_seed(0)
-    outs = [vit(x).final for _ in range(4)]
+    outs = [vit(x).final for _ in range(3)]
     assert any(not torch.allclose(outs[0], o) for o in outs[1:])  # branches dropped at random
 
 

@@ -125,7 +125,8 @@ def test_crop_people_stacks_and_rejects_bad_input(shared_data: Path) -> None:
 @pytest.fixture(scope="module")
 def tiny_model(shared_data: Path) -> HMR:
     torch.manual_seed(0)
-    return build_model(featup_deformable("tiny"), shared_data / "spin_npz" / "smpl_mean_params.npz")
+    means = shared_data / "spin_npz" / "smpl_mean_params.npz"
+    return build_model(featup_deformable("tiny", 2), means)  # the default variant, cheap factor
 
 
 def _check_params(p: SMPLParams, n: int) -> None:
@@ -133,8 +134,8 @@ def _check_params(p: SMPLParams, n: int) -> None:
     assert p.betas.shape == (n, 10) and p.cam_crop.shape == (n, 3) and p.transl.shape == (n, 3)
     rot = np.concatenate([p.global_orient[:, None], p.body_pose], 1)
     eye = np.broadcast_to(np.eye(3), rot.shape)
-    np.testing.assert_allclose(rot @ rot.transpose(0, 1, 3, 2), eye, atol=1e-5)
-    np.testing.assert_allclose(np.linalg.det(rot), 1.0, atol=1e-5)
+    np.testing.assert_allclose(rot @ rot.transpose(0, 1, 3, 2), eye, atol=1e-4)  # fp32
+    np.testing.assert_allclose(np.linalg.det(rot), 1.0, atol=1e-4)
 
 
 def test_predictor_on_real_photo(shared_data: Path, tiny_model: HMR) -> None:
@@ -192,5 +193,6 @@ def test_predictor_from_mocap_checkpoint(tmp_path: Path, shared_data: Path) -> N
     boxes = np.array([BATTER[1]])
     direct = Predictor(model, device="cpu").predict(image, boxes)
     loaded = Predictor.from_checkpoint(path, device="cpu").predict(image, boxes)
-    np.testing.assert_array_equal(direct.body_pose, loaded.body_pose)
-    np.testing.assert_array_equal(direct.transl, loaded.transl)
+    # Same weights (bit-exact, see test_checkpoint); kernels may round differently by alignment.
+    np.testing.assert_allclose(direct.body_pose, loaded.body_pose, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(direct.transl, loaded.transl, rtol=1e-6)

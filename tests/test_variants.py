@@ -22,9 +22,10 @@ CASES = [
     ("vitpose-deformable", 1),
     ("vitpose-deformable", 4),
     ("featup-deformable", 2),
-    ("featup-deformable", 4),
-    ("featup-deformable", 16),
 ]
+# JBU costs seconds at high factors even tiny: x4 forward only, one crop (x16 is built, on the
+# meta device, in test_full_variants_have_the_papers_numbers; MODEL-B's tests run JBU at x16).
+FORWARD_CASES = [*CASES, ("featup-deformable", 4)]
 
 
 @pytest.fixture(scope="module")
@@ -37,20 +38,21 @@ def _build(variant: str, factor: int | None, means: Path) -> HMR:
     return build_model(model_config(variant, "tiny", factor), means)
 
 
-@pytest.mark.parametrize("variant, factor", CASES)
+@pytest.mark.parametrize("variant, factor", FORWARD_CASES)
 def test_forward_shapes_rotations_and_levels(variant: str, factor: int | None, means: Path) -> None:
     model = _build(variant, factor, means).eval()
-    images = torch.randn(2, 3, 256, 192)
+    batch = 1 if variant == "featup-deformable" else 2
+    images = torch.randn(batch, 3, 256, 192)
     with torch.no_grad():
         out = model(images)
-    assert out.rotmat.shape == (2, 24, 3, 3) and out.betas.shape == (2, 10)
-    assert out.cam.shape == (2, 3)
+    assert out.rotmat.shape == (batch, 24, 3, 3) and out.betas.shape == (batch, 10)
+    assert out.cam.shape == (batch, 3)
     for t in (out.rotmat, out.betas, out.cam):
         assert torch.isfinite(t).all()
     rot = out.rotmat.reshape(-1, 3, 3)
     eye = torch.eye(3).expand_as(rot)
-    torch.testing.assert_close(rot.transpose(1, 2) @ rot, eye, atol=1e-5, rtol=0)
-    torch.testing.assert_close(torch.linalg.det(rot), torch.ones(len(rot)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(rot.transpose(1, 2) @ rot, eye, atol=1e-4, rtol=0)  # fp32
+    torch.testing.assert_close(torch.linalg.det(rot), torch.ones(len(rot)), atol=1e-4, rtol=0)
     levels = [k for k in out.aux if k.startswith("feat_")]
     if variant == "hmr2":
         assert levels == []
@@ -59,13 +61,12 @@ def test_forward_shapes_rotations_and_levels(variant: str, factor: int | None, m
     assert levels == [f"feat_l{n}_x{f}" for n in (1, 2) for f in factors]  # tiny taps layers 1, 2
     for name in levels:
         f = int(name.split("_x")[1])
-        assert out.aux[name].shape == (2, 32, 16 * f, 12 * f)
+        assert out.aux[name].shape == (batch, 32, 16 * f, 12 * f)
     # Tapped maps pass through a parameter-free LayerNorm over channels.
     native = out.aux["feat_l1_x1"]
-    torch.testing.assert_close(native.mean(1), torch.zeros(2, 16, 12), atol=1e-5, rtol=0)
-    torch.testing.assert_close(
-        native.var(1, unbiased=False), torch.ones(2, 16, 12), atol=1e-3, rtol=0
-    )
+    torch.testing.assert_close(native.mean(1), torch.zeros(batch, 16, 12), atol=1e-5, rtol=0)
+    var = native.var(1, unbiased=False)
+    torch.testing.assert_close(var, torch.ones(batch, 16, 12), atol=1e-3, rtol=0)
 
 
 def test_bilinear_levels_are_interpolated_native_maps(means: Path) -> None:
@@ -79,14 +80,14 @@ def test_bilinear_levels_are_interpolated_native_maps(means: Path) -> None:
 
 
 def test_featup_guidance_changes_upsampled_maps_only(means: Path) -> None:
-    model = _build("featup-deformable", 4, means).eval()
+    model = _build("featup-deformable", 2, means).eval()
     images = torch.randn(1, 3, 256, 192)
     with torch.no_grad():
         taps = model.backbone(images).taps
         a = model.build_levels(taps, images)
         b = model.build_levels(taps, images.flip(-1))  # same features, other guidance image
     assert torch.equal(a["feat_l1_x1"], b["feat_l1_x1"])
-    assert not torch.allclose(a["feat_l1_x4"], b["feat_l1_x4"])
+    assert not torch.allclose(a["feat_l1_x2"], b["feat_l1_x2"])
 
 
 def _unused_jbu_part(name: str, factor: int | None) -> bool:
@@ -113,11 +114,9 @@ def test_gradients_reach_every_trainable_parameter(
     assert trainable
     missing = [n for n, p in trainable if p.grad is None or not p.grad.abs().sum() > 0]
     assert missing == [n for n, _ in trainable if _unused_jbu_part(n, factor)]
-    if variant == "featup-deformable" and factor in (
-        2,
-        4,
-    ):  # really unused (not merely zero): its gradient is None
+    if variant == "featup-deformable":  # x2: really unused (not merely zero), gradient None
         assert model.get_parameter("upsamplers.1.up4.range_temp").grad is None
+        assert model.get_parameter("upsamplers.2.fixup_proj.1.weight").grad is None
     backbone = list(model.backbone.parameters())
     if frozen:
         assert all(not p.requires_grad and p.grad is None for p in backbone)
@@ -135,7 +134,8 @@ def test_configs_round_trip_through_json(variant: str, size: str) -> None:
 
 
 def test_full_variants_have_the_papers_numbers() -> None:
-    assert featup_deformable().levels is not None and featup_deformable().levels.factor == 4
+    default = featup_deformable().levels
+    assert default is not None and default.factor == 4 and default.upsample == "jbu"
     with torch.device("meta"):
         model = build_model(featup_deformable("full", 16))
     assert model.backbone.taps == (16, 32) and len(model.backbone.blocks) == 32

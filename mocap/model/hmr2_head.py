@@ -173,6 +173,8 @@ class TokenDecoder(nn.Module):
     def __init__(self, dim: int, transformer: CrossAttnTransformer) -> None:
         super().__init__()
         self.to_token_embedding = nn.Linear(1, dim)
+        # It multiplies the constant zero token: only the bias matters, the weight gets no gradient.
+        self.to_token_embedding.weight.requires_grad_(False)
         self.pos_embedding = nn.Parameter(torch.randn(1, 1, dim))
         self.transformer = transformer
 
