@@ -273,7 +273,7 @@ def process_video(
             output, missing weights, clip already finished without ``overwrite``).
     """
     settings = settings or RunSettings()
-    video, output = Path(video).expanduser(), Path(output).expanduser()
+    video, output = Path(video).expanduser(), Path(output).expanduser().resolve()
     if not video.exists():
         raise MocapError(f"video not found: {video}; check the path")
     clip = name or clip_name(video)
