@@ -1,17 +1,19 @@
 """`mocap batch`: the three real videos plus a corrupt file; resume, overwrite, summary, manifest."""
 
+import contextlib
+import io
 import json
 import os
-import subprocess
-import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from mocap.cli import main
 from mocap.motion import Motion
+from mocap.pipeline.config import RunSettings
 
-REPO = Path(__file__).resolve().parents[1]
 VIDEOS = ("walking_crowd_1080p", "street_5frames_540p", "posetrack_5frames_mpeg4")
 
 
@@ -40,22 +42,48 @@ def flags(tiny_checkpoint: Path, yolo_weights: Path) -> list[str]:
             "npz,bvh", "--end", "0.2", "--batch-size", "8"]  # fmt: skip
 
 
+@dataclass
+class Ran:
+    code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture(scope="module", autouse=True)
+def models_loaded_once() -> Iterator[None]:
+    """In-process runs of this module share the loaded detector and model (loading costs ~10 s)."""
+    from mocap.pipeline import run_cmd
+
+    real, cache = run_cmd.build_engines, {}
+
+    def cached(settings: RunSettings) -> object:
+        key = json.dumps({**settings.to_dict(), "end": None, "overwrite": None, "start": None})
+        if key not in cache:
+            cache[key] = real(settings)
+        return cache[key]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(run_cmd, "build_engines", cached)
+        yield
+
+
 @pytest.fixture(scope="module")
 def first_batch(
     inputs: Path, flags: list[str], tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    """``python -m mocap batch`` as a user runs it (a subprocess, non-TTY: no progress bars)."""
+) -> tuple[Path, Ran]:
+    """``mocap batch`` over the folder (stdout / stderr captured; not a TTY: no progress bars)."""
     out = tmp_path_factory.mktemp("batch")
-    cmd = [sys.executable, "-m", "mocap", "batch", str(inputs), "-o", str(out), *flags]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
-    return out, done
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(["batch", str(inputs), "-o", str(out), *flags])
+    return out, Ran(code, stdout.getvalue(), stderr.getvalue())
 
 
 def test_batch_finishes_good_clips_and_reports_the_corrupt_one(
-    first_batch: tuple[Path, subprocess.CompletedProcess[str]],
+    first_batch: tuple[Path, Ran],
 ) -> None:
     out, done = first_batch
-    assert done.returncode == 1  # one clip failed
+    assert done.code == 1  # one clip failed
     assert "Traceback" not in done.stderr
     errors = [line for line in done.stderr.splitlines() if "failed" in line]
     assert (
@@ -75,7 +103,7 @@ def test_batch_finishes_good_clips_and_reports_the_corrupt_one(
     assert status == {**dict.fromkeys(VIDEOS, "done"), "corrupt": "failed"}
 
 
-def test_manifest(first_batch: tuple[Path, subprocess.CompletedProcess[str]], inputs: Path) -> None:
+def test_manifest(first_batch: tuple[Path, Ran], inputs: Path) -> None:
     out, _ = first_batch
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"] == {"done": 3, "skipped": 0, "failed": 1}
@@ -90,7 +118,7 @@ def test_manifest(first_batch: tuple[Path, subprocess.CompletedProcess[str]], in
 
 
 def test_second_batch_skips_finished_clips(
-    first_batch: tuple[Path, subprocess.CompletedProcess[str]], inputs: Path, flags: list[str],
+    first_batch: tuple[Path, Ran], inputs: Path, flags: list[str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     out, _ = first_batch
@@ -105,7 +133,7 @@ def test_second_batch_skips_finished_clips(
 
 
 def test_overwrite_redoes_a_clip_and_a_missing_input_is_reported(
-    first_batch: tuple[Path, subprocess.CompletedProcess[str]], inputs: Path, flags: list[str],
+    first_batch: tuple[Path, Ran], inputs: Path, flags: list[str],
     tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     out, _ = first_batch
