@@ -458,7 +458,10 @@ def train(cfg: FeatUpConfig, resume: bool = False) -> list[dict[str, float]]:
     pool = D.subset_indices(len(dataset), cfg.subset)
     sampler = D.MixtureBatchSampler([pool], [1.0], cfg.batch_size, cfg.seed, trainer.step)
     loader: Any = torch.utils.data.DataLoader(  # ImageCrops: map-style, torch-free module
-        cast(Any, dataset), batch_sampler=sampler, num_workers=cfg.num_workers
+        cast(Any, dataset),
+        batch_sampler=sampler,
+        num_workers=cfg.num_workers,
+        generator=torch.Generator(),  # leave the global RNG (dropout; restored on resume) alone
     )
     metrics = MetricsLog(run_dir, trainer.step)
     history: list[dict[str, float]] = []
