@@ -16,6 +16,10 @@ import pytest
 from mocap.cli import main
 from mocap.motion import Motion
 
+pytestmark = (
+    pytest.mark.slow
+)  # six subprocesses, each loading torch, YOLO and a model (~3 min in all)
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 
@@ -86,8 +90,7 @@ def test_batch_folder(
         assert (
             json.loads((tmp_path / "out" / name / "run.json").read_text())["settings"]["end"] == 0.1
         )
-    again = run_example("batch_folder.py", str(shared_data / "videos"), *args, cwd=tmp_path)
-    assert again.stdout.count("already done") == len(names)
+    assert first.stdout.count(" people, ") == len(names)
 
 
 def test_api_single_image(
@@ -102,3 +105,40 @@ def test_api_single_image(
     assert len(people) >= 1 and "m away" in people[0]
     drawn, source = cv2.imread(str(tmp_path / "people.png")), cv2.imread(str(image))
     assert drawn.shape == source.shape and (drawn != source).any()
+
+
+def test_paper_figures(
+    tmp_path: Path, tiny_checkpoint: Path, yolo_weights: Path, shared_data: Path
+) -> None:
+    image = shared_data / "images" / "coco_val2014_241.jpg"
+    done = run_example(
+        "paper_figures.py", str(image), "--checkpoint", str(tiny_checkpoint), "--detector", str(yolo_weights),
+        "--max-people", "2", "-o", "figs", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.stdout.count("person ") == 2
+    for person in ("person_0", "person_1"):
+        for kind in ("features", "sampling"):
+            png = cv2.imread(str(tmp_path / "figs" / person / f"{image.stem}_{kind}.png"))
+            assert png is not None and png.shape[0] >= 256 and png.std() > 5
+
+
+def test_tiny_training(tmp_path: Path, smpl_dir: Path, yolo_weights: Path) -> None:
+    done = run_example(
+        "tiny_training.py", "--smpl", str(smpl_dir / "SMPL_NEUTRAL.pkl"), "--steps", "2", "--detector",
+        str(yolo_weights), cwd=tmp_path,
+    )  # fmt: skip
+    checkpoint = (
+        tmp_path / "out" / "tiny_training" / "run" / "checkpoints" / "step_0000002.safetensors"
+    )
+    assert (
+        checkpoint.is_file()
+        and f"trained checkpoint: {checkpoint.relative_to(tmp_path)}" in done.stdout
+    )
+    info = json.loads(
+        (
+            tmp_path / "out" / "tiny_training" / "motion" / "posetrack_5frames_mpeg4" / "run.json"
+        ).read_text()
+    )
+    assert info["model"]["checkpoint"].endswith("step_0000002.safetensors") and info[
+        "body"
+    ].startswith("SMPL")
