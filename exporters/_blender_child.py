@@ -16,6 +16,8 @@ import shutil
 import sys
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -234,15 +236,8 @@ def write_file(fmt: str, tmp: Path, final: Path) -> None:
             filepath=str(tmp), check_existing=False, compress=True, copy=True
         )
     elif fmt == "fbx":
-        bpy.ops.export_scene.fbx(
-            filepath=str(tmp), check_existing=False, object_types={"ARMATURE", "MESH"},
-            apply_unit_scale=True, apply_scale_options="FBX_SCALE_ALL", axis_forward="-Z", axis_up="Y",
-            use_mesh_modifiers=False, mesh_smooth_type="FACE", add_leaf_bones=False,
-            primary_bone_axis="Y", secondary_bone_axis="X", armature_nodetype="NULL",
-            bake_anim=True, bake_anim_use_all_bones=True, bake_anim_use_nla_strips=False,
-            bake_anim_use_all_actions=False, bake_anim_force_startend_keying=True,
-            bake_anim_step=1.0, bake_anim_simplify_factor=0.0, use_custom_props=False,
-        )  # fmt: skip
+        with basis_only_while_baking():
+            export_fbx(tmp)
     elif fmt in ("glb", "gltf"):
         out = tmp / final.name if fmt == "gltf" else tmp
         if fmt == "gltf":
@@ -253,7 +248,8 @@ def write_file(fmt: str, tmp: Path, final: Path) -> None:
         base = render.fps_base
         render.fps_base = 1.0 / base
         try:
-            export_gltf(out, fmt)
+            with basis_only_while_baking():
+                export_gltf(out, fmt)
         finally:
             render.fps_base = base
         if fmt == "gltf":  # the .gltf names its .bin, so both keep their final names
@@ -264,6 +260,41 @@ def write_file(fmt: str, tmp: Path, final: Path) -> None:
     else:
         raise ValueError(f"unknown format {fmt}")
     os.replace(tmp, final)
+
+
+@contextmanager
+def basis_only_while_baking() -> Iterator[None]:
+    """Show only the basis of shape-keyed meshes while an exporter steps through the frames.
+
+    The FBX and glTF exporters bake by setting every frame and reading the animated key values
+    (and shape data) from the original datablocks; they never need the mesh deformed by 207 keys,
+    which costs ~10 ms per frame and per person. Restored afterwards (the .blend keeps it off).
+    """
+    saved = [
+        (o, o.show_only_shape_key, o.active_shape_key_index)
+        for o in bpy.context.scene.objects
+        if o.type == "MESH" and o.data.shape_keys is not None
+    ]
+    for obj, _, _ in saved:
+        obj.show_only_shape_key, obj.active_shape_key_index = True, 0
+    try:
+        yield
+    finally:
+        for obj, only, index in saved:
+            obj.show_only_shape_key, obj.active_shape_key_index = only, index
+
+
+def export_fbx(path: Path) -> None:
+    """Binary FBX: Y up, -Z forward, no leaf bones, every frame baked, shape key animation."""
+    bpy.ops.export_scene.fbx(
+        filepath=str(path), check_existing=False, object_types={"ARMATURE", "MESH"},
+        apply_unit_scale=True, apply_scale_options="FBX_SCALE_ALL", axis_forward="-Z", axis_up="Y",
+        use_mesh_modifiers=False, mesh_smooth_type="FACE", add_leaf_bones=False,
+        primary_bone_axis="Y", secondary_bone_axis="X", armature_nodetype="NULL",
+        bake_anim=True, bake_anim_use_all_bones=True, bake_anim_use_nla_strips=False,
+        bake_anim_use_all_actions=False, bake_anim_force_startend_keying=True,
+        bake_anim_step=1.0, bake_anim_simplify_factor=0.0, use_custom_props=False,
+    )  # fmt: skip
 
 
 def export_gltf(path: Path, fmt: str) -> None:
