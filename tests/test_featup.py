@@ -27,12 +27,13 @@ def _per_tap(input: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
     return out
 
 
-@pytest.mark.parametrize("band_rows", [1, 3, None])
-def test_adaptive_conv_matches_per_tap_values_and_gradients(band_rows: int | None) -> None:
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_adaptive_conv_matches_per_tap_values_and_gradients(channels_last: bool) -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 9 + 6, 5 + 6, generator=g, dtype=torch.float64, requires_grad=True)
     f = torch.randn(2, 9, 5, 7, 7, generator=g, dtype=torch.float64, requires_grad=True)
-    out = adaptive_conv(x, f, band_rows=band_rows)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    out = adaptive_conv(x.contiguous(memory_format=fmt), f)
     ref = _per_tap(x, f)
     assert out.shape == (2, 3, 9, 5)
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
@@ -48,17 +49,18 @@ def test_adaptive_conv_gradcheck() -> None:
     g = torch.Generator().manual_seed(1)
     x = torch.randn(1, 2, 4 + 2, 3 + 2, generator=g, dtype=torch.float64, requires_grad=True)
     f = torch.randn(1, 4, 3, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, b: adaptive_conv(a, b, band_rows=2), (x, f))
+    assert torch.autograd.gradcheck(adaptive_conv, (x, f))
 
 
-def test_adaptive_conv_bf16_accumulates_in_float32() -> None:
+def test_adaptive_conv_bf16_is_accurate() -> None:
+    """bf16 in and out, but no bf16 rounding of the 49 partial sums (that would err ~2e-3 here)."""
     g = torch.Generator().manual_seed(2)
     x = torch.randn(1, 4, 8 + 6, 8 + 6, generator=g)
     f = torch.rand(1, 8, 8, 7, 7, generator=g) / 49
     out = adaptive_conv(x.bfloat16(), f.bfloat16())
     ref = adaptive_conv_reference(x.bfloat16().double(), f.bfloat16().double())
     assert out.dtype == torch.bfloat16
-    torch.testing.assert_close(out.double(), ref, rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(out.double(), ref, rtol=0, atol=1e-3)
 
 
 def test_adaptive_conv_rejects_mismatched_shapes() -> None:

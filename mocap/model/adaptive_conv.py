@@ -5,31 +5,46 @@ Every output pixel has its own K x K filter, shared by all channels:
     out[b, c, h, w] = sum_{i, j} filters[b, h, w, i, j] * input[b, c, h + i, w + j]
 
 FeatUp ships a CUDA kernel whose backward for the filters indexes the taps wrongly, and a per-element
-C++ loop on CPU. Here the sum is a loop over the K*K taps, each an in-place multiply-accumulate of a
-shifted *view* of the input with a per-pixel weight broadcast over the channels. Autograd therefore
-gives exact gradients (it saves only views), and memory stays at one output-sized accumulator: the
-naive ``unfold`` would materialise K*K shifted copies (about 12 GB for x16 of a 1280-channel 16x12
-map in fp32). The work is done channels-last, where the per-pixel weight multiplies a contiguous
-run of channels, and in bands of rows to bound the float32 copy made for half-precision inputs.
+C++ loop on CPU. The naive ``unfold`` would materialise K*K shifted copies of the input (about 12 GB
+for x16 of a 1280-channel 16x12 map in fp32).
+
+:func:`adaptive_conv` treats every output pixel as a weighted bag of K*K input pixels and runs one
+``embedding_bag(mode="sum", per_sample_weights=filters)`` over the channels-last input: a single
+fused gather-multiply-accumulate that reads each channel vector where it is needed and writes the
+output once, with exact autograd for both the input and the filters. Its only extra memory is the
+(B*H*W, K*K) int32 index table (10 MB for a 256x192 output), whatever the channel count. On the
+team's 2-core CPU this is about 4x faster than looping over the taps with broadcast multiply-adds
+(each of which streams the whole output through memory), and it takes bf16 directly.
+
+:func:`adaptive_conv_reference` is the direct per-tap sum, kept for tests.
 """
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-_BAND_ELEMENTS = 1 << 24  # accumulator elements per band of rows (64 MiB in float32)
+
+def _neighbour_index(
+    b: int, h: int, w: int, k: int, wp: int, hp: int, device: torch.device
+) -> Tensor:
+    """(B*H*W, K*K) int32 row indices into the flattened (B*Hp*Wp) padded input, tap = i*K + j."""
+    rows = torch.arange(h, device=device, dtype=torch.int32).view(1, h, 1, 1, 1)
+    cols = torch.arange(w, device=device, dtype=torch.int32).view(1, 1, w, 1, 1)
+    di = torch.arange(k, device=device, dtype=torch.int32).view(1, 1, 1, k, 1)
+    dj = torch.arange(k, device=device, dtype=torch.int32).view(1, 1, 1, 1, k)
+    batch = torch.arange(b, device=device, dtype=torch.int32).view(b, 1, 1, 1, 1) * (hp * wp)
+    return (batch + (rows + di) * wp + (cols + dj)).view(b * h * w, k * k)
 
 
-def adaptive_conv(input: Tensor, filters: Tensor, band_rows: int | None = None) -> Tensor:
+def adaptive_conv(input: Tensor, filters: Tensor) -> Tensor:
     """Per-pixel K x K filtering with one filter per output pixel shared across channels.
 
     Arguments:
         input: (B, C, H + K - 1, W + K - 1), already padded. Channels-last memory avoids a copy.
         filters: (B, H, W, K, K); tap (i, j) weights ``input[..., h + i, w + j]``.
-        band_rows: output rows computed at a time (a memory knob; the result does not depend on it).
 
     Returns:
-        (B, C, H, W) in the input's dtype, channels-last in memory; accumulated in float32 for
-        half-precision inputs.
+        (B, C, H, W) in the input's dtype, channels-last in memory.
     """
     b, c, hp, wp = input.shape
     fb, h, w, k, k2 = filters.shape
@@ -37,27 +52,15 @@ def adaptive_conv(input: Tensor, filters: Tensor, band_rows: int | None = None) 
         raise ValueError(
             f"adaptive_conv: input {tuple(input.shape)} does not match filters {tuple(filters.shape)}"
         )
-    acc_dtype = torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else input.dtype
-    x = input.contiguous(memory_format=torch.channels_last)
-    taps = filters.to(acc_dtype).permute(0, 3, 4, 1, 2).unsqueeze(3)  # (B, K, K, 1, H, W)
-    if band_rows is None:
-        band_rows = max(1, _BAND_ELEMENTS // max(1, b * c * w))
-    bands = []
-    for r0 in range(0, h, band_rows):
-        r1 = min(h, r0 + band_rows)
-        rows = x[:, :, r0 : r1 + k - 1].to(acc_dtype)  # a view unless the input is half precision
-        acc = torch.zeros((b, c, r1 - r0, w), dtype=acc_dtype, device=input.device)
-        acc = acc.contiguous(memory_format=torch.channels_last)
-        for i in range(k):
-            for j in range(k):
-                acc.addcmul_(rows[:, :, i : i + r1 - r0, j : j + w], taps[:, i, j, :, r0:r1])
-        bands.append(acc.to(input.dtype))
-    out = bands[0] if len(bands) == 1 else torch.cat(bands, dim=2)
-    return out.contiguous(memory_format=torch.channels_last)
+    table = input.permute(0, 2, 3, 1).reshape(b * hp * wp, c)  # a view when channels-last
+    index = _neighbour_index(b, h, w, k, wp, hp, input.device)
+    weights = filters.reshape(b * h * w, k * k).to(input.dtype)
+    out = F.embedding_bag(index, table, per_sample_weights=weights, mode="sum")
+    return out.view(b, h, w, c).permute(0, 3, 1, 2)
 
 
 def adaptive_conv_reference(input: Tensor, filters: Tensor) -> Tensor:
-    """Direct definition through ``unfold`` (K*K times the input's memory): for tests only.
+    """Direct per-tap definition: ``sum_ij filters[..., i, j] * shifted input`` (for tests).
 
     Arguments:
         input: (B, C, H + K - 1, W + K - 1).
@@ -66,8 +69,9 @@ def adaptive_conv_reference(input: Tensor, filters: Tensor) -> Tensor:
     Returns:
         (B, C, H, W).
     """
-    b, c, _, _ = input.shape
     _, h, w, k, _ = filters.shape
-    patches = torch.nn.functional.unfold(input, kernel_size=k).view(b, c, k * k, h, w)  # tap i*K+j
-    weights = filters.reshape(b, h, w, k * k).permute(0, 3, 1, 2)  # (B, K*K, H, W)
-    return (patches * weights[:, None]).sum(dim=2)
+    out = torch.zeros_like(input[:, :, :h, :w])
+    for i in range(k):
+        for j in range(k):
+            out = out + filters[:, None, :, :, i, j] * input[:, :, i : i + h, j : j + w]
+    return out

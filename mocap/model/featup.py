@@ -35,6 +35,22 @@ log = logging.getLogger(__name__)
 FACTORS = (2, 4, 8, 16)
 
 
+def pointwise(layers: nn.Sequential, x: Tensor) -> Tensor:
+    """Run a Sequential of 1x1 convolutions and pointwise modules on a (B, C, H, W) map.
+
+    The 1x1 convolutions run as ``linear`` over the channels-last view (a GEMM): PyTorch's CPU
+    convolution takes a slow generic path for these shapes. Weights keep their Conv2d layout and
+    keys. Returns a channels-last (B, C', H, W) map.
+    """
+    for layer in layers:
+        if isinstance(layer, nn.Conv2d) and layer.kernel_size == (1, 1):
+            weight = layer.weight.flatten(1)
+            x = F.linear(x.permute(0, 2, 3, 1), weight, layer.bias).permute(0, 3, 1, 2)
+        else:
+            x = layer(x)
+    return x
+
+
 class JBULearnedRange(nn.Module):
     """One 2x joint bilateral upsampling stage.
 
@@ -72,7 +88,7 @@ class JBULearnedRange(nn.Module):
         Returns:
             (B, D*D, H, W); tap p = D * dy + dx.
         """
-        keys = self.range_proj(guidance)  # (B, key_dim, H, W)
+        keys = pointwise(self.range_proj, guidance)  # (B, key_dim, H, W)
         _, _, h, w = keys.shape
         padded = F.pad(keys, [self.radius] * 4, mode="reflect")
         temp = self.range_temp.exp().clamp(1e-4, 1e4)
@@ -103,7 +119,7 @@ class JBULearnedRange(nn.Module):
         b, _, h, w = guidance.shape
         kernel = self.range_kernel(guidance) * self.spatial_kernel(guidance.device, guidance.dtype)
         kernel = kernel / kernel.sum(1, keepdim=True).clamp(min=1e-7)
-        kernel = kernel + 0.1 * self.fixup_proj(torch.cat([kernel, guidance], dim=1))
+        kernel = kernel + 0.1 * pointwise(self.fixup_proj, torch.cat([kernel, guidance], dim=1))
         filters = kernel.permute(0, 2, 3, 1).reshape(b, h, w, self.diameter, self.diameter)
         hr = F.interpolate(source, (h, w), mode="bicubic", align_corners=False)
         hr = F.pad(hr, [self.radius] * 4, mode="reflect")
@@ -150,7 +166,7 @@ class JBUStack(nn.Module):
             x = stage(x, F.adaptive_avg_pool2d(guidance, (2 * h, 2 * w)))
             maps.append(x)
         if max_factor == 16:
-            maps[-1] = x + 0.1 * self.fixup_proj(x)
+            maps[-1] = x + 0.1 * pointwise(self.fixup_proj, x)
         return maps
 
 

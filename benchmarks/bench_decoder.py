@@ -1,0 +1,232 @@
+"""Deformable decoder and JBU upsampler cost against feature size; writes the "decoder" section.
+
+Run: ``.venv/bin/python benchmarks/bench_decoder.py [--repeats 3] [--budget 60]``.
+
+Full-size numbers (d_model 1280, 8 heads, 8 points, FFN 1024, 26 queries) on the paper's levels:
+layer-16 and layer-32 maps, each native 16x12 and at x r, i.e. memory of 768 / 6,528 / 24,960 /
+98,688 tokens for r = 1 / 4 / 8 / 16. Random weights and features: the cost does not depend on
+them. Times are seconds per crop (batch 2 for the decoder, 1 for the upsampler), median of the
+repeats, fp32 and bf16 (weights and maps stored in bf16). "reference" is Deformable-DETR's
+formulation (value_proj on every memory token, then grid_sample); "fast" samples the raw maps and
+projects the samples. A configuration whose first run exceeds ``--budget`` seconds is not repeated,
+and larger maps of the same configuration are skipped (marked "-"). Peak memory of x16 with
+batch 8 (JBU x16 of both tapped layers + the 6-layer head, inference) is measured in a fresh
+process as the growth of its peak resident set.
+
+Threads: default 1. The team's 2-core machine is shared by several engineers; under that load two
+OpenMP threads spin against each other and ran a decoder layer ~10x slower than one thread.
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._report import write_section  # noqa: E402
+from mocap.model.deformable_head import build_decoder_layer, build_deformable_head  # noqa: E402
+from mocap.model.featup import JBUStack  # noqa: E402
+
+D_MODEL, HEADS, POINTS, FFN, QUERIES = 1280, 8, 8, 1024, 26
+FACTORS = (1, 4, 8, 16)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def levels_for(factor: int, batch: int, dtype: torch.dtype) -> list[torch.Tensor]:
+    """[L16 x1, L16 x r, L32 x1, L32 x r] random channels-last maps (B, 1280, H, W)."""
+    shapes = [(16, 12), (16 * factor, 12 * factor)] * 2
+    return [
+        torch.randn(batch, D_MODEL, h, w, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        for h, w in shapes
+    ]
+
+
+def timed(fn: Callable[[], object], repeats: int, budget: float) -> float:
+    """Median seconds of ``fn`` (one warm-up); a single run when the first exceeds ``budget``."""
+    start = time.perf_counter()
+    fn()
+    first = time.perf_counter() - start
+    if first > budget:
+        return first
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - start)
+    return statistics.median(runs)
+
+
+def bench_decoder(repeats: int, budget: float, batch: int = 2) -> dict[str, dict[int, float]]:
+    """Seconds per crop by '<part> <path> <dtype>' and factor."""
+    torch.manual_seed(0)
+    results: dict[str, dict[int, float]] = {}
+    layer = build_decoder_layer(D_MODEL, [D_MODEL] * 4, HEADS, POINTS, FFN).eval()
+    head = build_deformable_head(D_MODEL, [D_MODEL] * 4, 6, HEADS, POINTS, FFN).eval()
+    for name, dtype in DTYPES.items():
+        layer_d, head_d = layer.to(dtype), head.to(dtype)
+        tgt = torch.randn(batch, QUERIES, D_MODEL, dtype=dtype)
+        pos = torch.randn(batch, QUERIES, D_MODEL, dtype=dtype)
+        ref = torch.rand(batch, QUERIES, 2, dtype=dtype)
+        for path in ("fast", "reference"):
+            reference = path == "reference"
+            for part in ("layer", "head"):
+                key = f"{part} {path} {name}"
+                results[key] = {}
+                for factor in FACTORS:
+                    levels = levels_for(factor, batch, dtype)
+                    fn = (
+                        partial(layer_d, tgt, pos, ref, levels, head_d.level_embed, reference)
+                        if part == "layer"
+                        else partial(head_d, levels, reference=reference)
+                    )
+                    with torch.inference_mode():
+                        seconds = timed(fn, repeats, budget) / batch
+                    results[key][factor] = seconds
+                    print(f"{key} x{factor}: {seconds:.4f} s/crop", flush=True)
+                    if seconds * batch > budget:
+                        break  # larger maps would only be slower
+    return results
+
+
+def bench_jbu(repeats: int, budget: float) -> dict[str, dict[int, float]]:
+    """Seconds per crop of one JBU stack (one tapped layer) up to each factor."""
+    torch.manual_seed(0)
+    stack = JBUStack(D_MODEL).eval()
+    results: dict[str, dict[int, float]] = {}
+    for name, dtype in DTYPES.items():
+        stack_d = stack.to(dtype)
+        source = torch.randn(1, D_MODEL, 16, 12, dtype=dtype)
+        image = torch.randn(1, 3, 256, 192, dtype=dtype)
+        results[f"jbu {name}"] = {}
+        for factor in (2, 4, 8, 16):
+            with torch.inference_mode():
+                seconds = timed(partial(stack_d, source, image, factor), repeats, budget)
+            results[f"jbu {name}"][factor] = seconds
+            print(f"jbu {name} x{factor}: {seconds:.3f} s/crop", flush=True)
+    return results
+
+
+PEAK_CODE = """
+import json, resource, sys, time, torch
+sys.path.insert(0, {repo!r})
+from mocap.model.deformable_head import build_deformable_head
+from mocap.model.featup import JBUStack
+torch.manual_seed(0)
+stacks = [JBUStack(1280).eval() for _ in range(2)]
+head = build_deformable_head(1280, [1280] * 4, 6, 8, 8, 1024).eval()
+taps = [torch.randn(8, 1280, 16, 12) for _ in range(2)]
+image = torch.randn(8, 3, 256, 192)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+start = time.perf_counter()
+with torch.inference_mode():
+    levels = []
+    for stack, tap in zip(stacks, taps):
+        levels += [tap.contiguous(memory_format=torch.channels_last), stack(tap, image, 16)[-1]]
+    out = head(levels)
+seconds = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+maps = sum(x.numel() * x.element_size() for x in levels)
+print(json.dumps({{"peak": peak, "maps": maps, "seconds": seconds}}))
+"""
+
+
+def peak_memory_x16_batch8() -> dict[str, float]:
+    """Growth of peak RSS for x16 upsampling + head on a batch of 8 (fp32, inference)."""
+    repo = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.run(
+        [sys.executable, "-c", PEAK_CODE.format(repo=repo)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())},
+    )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def report(
+    dec: dict[str, dict[int, float]], jbu: dict[str, dict[int, float]], peak: dict[str, float]
+) -> str:
+    """Markdown for docs/benchmarks.md."""
+    tokens = {f: 2 * 192 * (1 + f * f) for f in FACTORS}
+    lines = [
+        "## Deformable decoder and JBU upsampler (`benchmarks/bench_decoder.py`)",
+        "",
+        "Full size: d_model 1280, 8 heads, 4 levels (L16, L32 native and x r), 8 points, 26 queries;",
+        f"seconds per crop (batch 2), median of repeats, {torch.get_num_threads()} thread(s). "
+        "*reference*: value_proj on every memory token",
+        "then grid_sample (Deformable-DETR); *fast*: sample the raw maps, project only the samples.",
+        "",
+        "| part | path | dtype | "
+        + " | ".join(f"x{f} ({tokens[f]:,} tok)" for f in FACTORS)
+        + " | x16 / x1 |",
+        "|---|---|---|" + "---|" * (len(FACTORS) + 1),
+    ]
+    for key, row in dec.items():
+        part, path, dtype = key.split()
+        ratio = f"{row[16] / row[1]:.2f}x" if 16 in row and 1 in row else "-"
+        cells = " | ".join(_fmt(row.get(f)) for f in FACTORS)
+        lines.append(
+            f"| {'one layer' if part == 'layer' else 'head (6 layers)'} | {path} | {dtype} | {cells} | {ratio} |"
+        )
+    lines += [
+        "",
+        "JBU stack (one tapped layer, 1280 channels, 16x12 -> x r, batch 1), seconds per crop:",
+        "",
+        "| dtype | x2 | x4 | x8 | x16 |",
+        "|---|---|---|---|---|",
+    ]
+    for key, row in jbu.items():
+        lines.append(
+            f"| {key.split()[1]} | " + " | ".join(_fmt(row.get(f)) for f in (2, 4, 8, 16)) + " |"
+        )
+    lines += [
+        "",
+        f"x16, batch 8, fp32 inference (JBU x16 of layers 16 and 32 + 6-layer head): peak memory "
+        f"growth {peak['peak'] / 2**30:.2f} GiB (the four level maps alone are "
+        f"{peak['maps'] / 2**30:.2f} GiB), {peak['seconds']:.1f} s for the batch.",
+        "",
+        f"Targets: fast decoder x16 <= 1.5x x1 (head fp32: "
+        f"{dec['head fast fp32'][16] / dec['head fast fp32'][1]:.2f}x); x16 batch 8 within 24 GB "
+        f"({'yes' if peak['peak'] < 24e9 else 'no'}).",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--budget", type=float, default=60.0, help="seconds before skipping")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads (see docstring)")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    dec = bench_decoder(args.repeats, args.budget)
+    jbu = bench_jbu(args.repeats, args.budget)
+    peak = peak_memory_x16_batch8()
+    text = report(dec, jbu, peak)
+    print(text)
+    print(
+        f"(this process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GiB)"
+    )
+    if not args.no_write:
+        write_section("decoder", text)
+
+
+if __name__ == "__main__":
+    main()
