@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from torch import nn
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from mocap.cli import main
@@ -80,7 +80,7 @@ def test_downsampler_windows_are_the_vit_patches() -> None:
     embed = PatchEmbed(3)
     with torch.no_grad():  # per-channel mean over the patch (zeros where the conv pads)
         embed.proj.weight.zero_()
-        nn.init.zeros_(embed.proj.bias)
+        embed.proj.bias.zero_()  # type: ignore[union-attr]
         for c in range(3):
             embed.proj.weight[c, c] = 1.0 / 256
     x = torch.rand(1, 3, 256, 192)
@@ -128,6 +128,21 @@ def test_jitter_keeps_image_and_pixel_aligned_map_aligned(crops: torch.Tensor) -
         torch.testing.assert_close(
             jitter.apply(features), torch.einsum("dc,bchw->bdhw", mix, view), atol=1e-4, rtol=1e-4
         )
+
+
+def zoom_then_crop(jitter: Jitter, x: torch.Tensor) -> torch.Tensor:
+    """Reference: FeatUp's literal order (pad, zoom the whole map, crop, flip)."""
+    h, w = x.shape[-2:]
+    out = F.pad(x, [jitter.pad] * 4, mode="reflect")
+    out = F.interpolate(out, size=jitter.zoomed, mode="bilinear", align_corners=False)
+    out = out[..., jitter.top : jitter.top + h, jitter.left : jitter.left + w]
+    return out.flip(-1) if jitter.flip else out
+
+
+def test_jitter_samples_only_the_kept_window_exactly() -> None:
+    x = torch.randn(2, 4, 256, 192, dtype=torch.float64)
+    for jitter in views(6):
+        torch.testing.assert_close(jitter.apply(x), zoom_then_crop(jitter, x), atol=1e-10, rtol=0)
 
 
 def test_jitter_geometry_matches_its_pixel_map() -> None:
@@ -181,11 +196,12 @@ def test_resume_continues_exactly_and_exports_a_model(tmp_path: Path, shared_dat
         return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
 
     straight, split = tmp_path / "straight", tmp_path / "split"
-    assert cli(straight, 3) == 0
-    assert cli(split, 2) == 0
-    assert cli(split, 3) == 1  # the run folder exists: refuse to overwrite without --resume
+    assert cli(straight, 2) == 0
+    assert cli(split, 1) == 0
+    assert cli(split, 2) == 1  # the run folder exists: refuse to overwrite without --resume
     exported = tmp_path / "model.safetensors"
-    assert cli(split, 3, "--resume", "--export-model", str(exported)) == 0
+    assert cli(split, 2, "--resume", "--export-model", str(exported)) == 0
+    assert len(metrics(straight)) == 2
     drop = ("steps_per_s",)
     assert [{k: v for k, v in m.items() if k not in drop} for m in metrics(split)] == [
         {k: v for k, v in m.items() if k not in drop} for m in metrics(straight)
@@ -202,7 +218,7 @@ def test_resume_continues_exactly_and_exports_a_model(tmp_path: Path, shared_dat
     assert all(torch.equal(state[k], a[k]) for k in a)
     out = model.eval()(torch.zeros(1, 3, 256, 192))
     assert out.rotmat.shape == (1, 24, 3, 3)
-    assert (split / "checkpoints" / "step_0000003.state.pt").is_file()
+    assert (split / "checkpoints" / "step_0000002.state.pt").is_file()
 
 
 def test_inject_refuses_untrained_stages_and_foreign_files(
