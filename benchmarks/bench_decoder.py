@@ -51,19 +51,34 @@ def levels_for(factor: int, batch: int, dtype: torch.dtype) -> list[torch.Tensor
     ]
 
 
-def timed(fn: Callable[[], object], repeats: int, budget: float) -> float:
-    """Median seconds of ``fn`` (one warm-up); a single run when the first exceeds ``budget``."""
+def _once(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
-    fn()
-    first = time.perf_counter() - start
-    if first > budget:
-        return first
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+    with torch.inference_mode():
         fn()
-        runs.append(time.perf_counter() - start)
-    return statistics.median(runs)
+    return time.perf_counter() - start
+
+
+def timed_interleaved(
+    fns: dict[int, Callable[[], object]], repeats: int, budget: float
+) -> dict[int, float]:
+    """Median seconds per key, the keys run in turn in every repeat.
+
+    Interleaving makes the ratios between keys robust to the load of a shared machine drifting
+    during the run. A key whose warm-up exceeds ``budget`` gets that single time, and the keys
+    after it (larger maps) are skipped.
+    """
+    active: list[int] = []
+    first: dict[int, float] = {}
+    for key, fn in fns.items():
+        first[key] = _once(fn)
+        if first[key] > budget:
+            break
+        active.append(key)
+    runs: dict[int, list[float]] = {key: [] for key in active}
+    for _ in range(repeats):
+        for key in active:
+            runs[key].append(_once(fns[key]))
+    return {key: statistics.median(runs[key]) if key in runs else first[key] for key in first}
 
 
 def bench_decoder(repeats: int, budget: float, batch: int = 2) -> dict[str, dict[int, float]]:
@@ -77,24 +92,22 @@ def bench_decoder(repeats: int, budget: float, batch: int = 2) -> dict[str, dict
         tgt = torch.randn(batch, QUERIES, D_MODEL, dtype=dtype)
         pos = torch.randn(batch, QUERIES, D_MODEL, dtype=dtype)
         ref = torch.rand(batch, QUERIES, 2, dtype=dtype)
+        maps = {factor: levels_for(factor, batch, dtype) for factor in FACTORS}
         for path in ("fast", "reference"):
             reference = path == "reference"
             for part in ("layer", "head"):
                 key = f"{part} {path} {name}"
-                results[key] = {}
-                for factor in FACTORS:
-                    levels = levels_for(factor, batch, dtype)
-                    fn = (
+                fns: dict[int, Callable[[], object]] = {
+                    factor: (
                         partial(layer_d, tgt, pos, ref, levels, head_d.level_embed, reference)
                         if part == "layer"
                         else partial(head_d, levels, reference=reference)
                     )
-                    with torch.inference_mode():
-                        seconds = timed(fn, repeats, budget) / batch
-                    results[key][factor] = seconds
-                    print(f"{key} x{factor}: {seconds:.4f} s/crop", flush=True)
-                    if seconds * batch > budget:
-                        break  # larger maps would only be slower
+                    for factor, levels in maps.items()
+                }
+                seconds = timed_interleaved(fns, repeats, budget)
+                results[key] = {factor: t / batch for factor, t in seconds.items()}
+                print(key, {f: round(t, 4) for f, t in results[key].items()}, flush=True)
     return results
 
 
@@ -107,12 +120,11 @@ def bench_jbu(repeats: int, budget: float) -> dict[str, dict[int, float]]:
         stack_d = stack.to(dtype)
         source = torch.randn(1, D_MODEL, 16, 12, dtype=dtype)
         image = torch.randn(1, 3, 256, 192, dtype=dtype)
-        results[f"jbu {name}"] = {}
-        for factor in (2, 4, 8, 16):
-            with torch.inference_mode():
-                seconds = timed(partial(stack_d, source, image, factor), repeats, budget)
-            results[f"jbu {name}"][factor] = seconds
-            print(f"jbu {name} x{factor}: {seconds:.3f} s/crop", flush=True)
+        fns: dict[int, Callable[[], object]] = {
+            factor: partial(stack_d, source, image, factor) for factor in (2, 4, 8, 16)
+        }
+        results[f"jbu {name}"] = timed_interleaved(fns, repeats, budget)
+        print(f"jbu {name}", results[f"jbu {name}"], flush=True)
     return results
 
 
@@ -168,7 +180,7 @@ def report(
         "## Deformable decoder and JBU upsampler (`benchmarks/bench_decoder.py`)",
         "",
         "Full size: d_model 1280, 8 heads, 4 levels (L16, L32 native and x r), 8 points, 26 queries;",
-        f"seconds per crop (batch 2), median of repeats, {torch.get_num_threads()} thread(s). "
+        f"seconds per crop (batch 2), median of repeats (map sizes interleaved), {torch.get_num_threads()} thread(s). "
         "*reference*: value_proj on every memory token",
         "then grid_sample (Deformable-DETR); *fast*: sample the raw maps, project only the samples.",
         "",
