@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
-from exporters.rig import RigAnimation, RigMesh
+from exporters.rig import RigAnimation, RigMesh, smpl_pose_dirs
 from mocap.body.skeleton import (
     FOOT_JOINTS,
     BodySource,
@@ -236,6 +236,7 @@ def _camera_rig(
             rest_vertices=_np(body.rest_vertices(betas)),
             faces=np.asarray(_np(body.faces), dtype=np.int64),
             weights=_np(body.lbs_weights),
+            pose_dirs=smpl_pose_dirs(body),  # the world's axes are SMPL's: posedirs as they are
         )
     return RigAnimation(
         name=f"person_{track.track_id}",

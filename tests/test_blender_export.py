@@ -276,6 +276,41 @@ def test_correctives_can_be_left_out(tmp_path: Path, people: dict[str, Person]):
     check_mesh(scene.meshes[0], scene.armatures[0], person, 0, correctives=False)
 
 
+def test_export_motion_writes_the_smpl_mesh_of_the_world_frame(
+    shared_data: Path, smpl_dir: Path, tmp_path: Path
+):
+    """``export_motion`` with a body: the .blend mesh is SMPL (pose blend shapes included) posed
+    by the world-frame parameters the npz reports, through smplx itself."""
+    from exporters import export_motion
+    from mocap.motion import Motion, Track
+
+    frames = 10
+    spin = shared_data / "spin_npz"
+    rot = pose_clip(spin / "test_mosh.npz", frames)
+    rot[:, 0] = np.diag([1.0, -1.0, -1.0]) @ rot[:, 0]  # camera frame: y down, z forward
+    transl = walk(frames) * [1.0, -1.0, -1.0] + [0.0, 0.3, 4.0]
+    betas = np.load(spin / "test_mosh.npz")["shape"][:1].repeat(frames, 0)
+    zeros = np.zeros((frames, 3))
+    track = Track(7, np.arange(frames), np.arange(frames) / FPS, rot[:, 0], rot[:, 1:], betas,
+                  zeros, transl, np.zeros((frames, 4)), np.ones(frames))  # fmt: skip
+    body = load_body_model(smpl_dir / "SMPL_NEUTRAL.pkl", required=True, extra_regressors=False)
+    report = export_motion(Motion([track], FPS, (1920, 1080), 1500.0), tmp_path, "npz,blend", body)
+    assert report.ok, report.summary()
+    scene = read_with_blender(tmp_path / "person_7.blend")
+    (mesh,) = scene.meshes
+    assert len(mesh.shape_keys) == 207
+    with np.load(tmp_path / "person_7.npz") as z:
+        smpl = {k: z[k] for k in ("global_orient", "body_pose", "betas", "transl")}
+    keyed = np.searchsorted(scene.armatures[0].frames, mesh.frames)
+    args = (smpl["global_orient"][keyed], smpl["body_pose"][keyed], smpl["betas"][None])
+    assert body is not None
+    with torch.no_grad():
+        out = body(*map(torch.as_tensor, (*args, smpl["transl"][keyed])))
+    want = out.vertices.double().numpy() @ YUP_TO_ZUP.T
+    index = cKDTree(mesh.rest_vertices).query(body.rest_vertices(smpl["betas"]) @ YUP_TO_ZUP.T)[1]
+    assert np.abs(mesh.posed_vertices[:, index] - want).max() < MM
+
+
 def test_one_failing_file_does_not_stop_the_others(tmp_path: Path, people: dict[str, Person]):
     two = people["person_2"].rig
     still = rig_from("still", two.rest_positions(), two.local_rotations[:1], np.zeros((1, 3)), 0)
