@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     fast = cpu_has_fast_bf16()  # a slow machine times a few blocks and scales them to 32
     parser.add_argument("--blocks", type=int, default=DEPTH if fast else 4, help="fp32 blocks")
     parser.add_argument("--bf16-blocks", type=int, default=DEPTH if fast else 1, help="bf16 blocks")
+    parser.add_argument("--decoder-batch", type=int, default=4 if fast else 1)
     parser.add_argument("--skip-decoders", action="store_true")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             print(rows[-1], flush=True)
     if not args.skip_decoders:
         for variant, factor, what in DECODERS:
-            s = bench_decoder(variant, factor, args.batch, args.repeats)
+            s = bench_decoder(variant, factor, args.decoder_batch, args.repeats)
             rows.append(
                 f"| decoder `{variant}` {'' if factor is None else f'r={factor}'} | fp32 | {s:.3f} | {what} |"
             )
@@ -159,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         [
             "## Model: seconds per 256x192 crop (`benchmarks/bench_model.py`)",
             "",
-            f"Batch {args.batch}, median of {args.repeats} repeats after a warm-up, "
+            f"Batch {args.batch} (decoders {args.decoder_batch}), median of {args.repeats} "
+            "repeats after a warm-up, "
             f"{torch.get_num_threads()} threads. This CPU {amx} bf16 matrix units "
             "(AMX / AVX512-BF16): without them bf16 is emulated and slower than fp32, so the "
             "0.13 s bf16 target (2-core AMX machine) cannot be checked here; compare the "

@@ -18,6 +18,7 @@ import os
 import pickle
 import types
 import warnings
+import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,10 +197,13 @@ def read_torch_pickle(path: Path) -> tuple[Any, list[str]]:
     """
     if not path.is_file():
         raise MocapError(f"checkpoint {path} does not exist; check the path or run `mocap weights`")
+    # Memory-map zip checkpoints: HMR2.0's also holds optimizer moments (twice the weights) that
+    # are never used, and a refused first attempt then costs no reading.
+    mmap = zipfile.is_zipfile(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "pickle protocol 4 detected" etc.
-            return torch.load(path, map_location="cpu", weights_only=True), []
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap), []
     except pickle.UnpicklingError:
         pass  # non-tensor objects inside: fall back to the restricted unpickler
     except Exception as exc:
@@ -207,7 +211,9 @@ def read_torch_pickle(path: Path) -> tuple[Any, list[str]]:
     replaced: list[str] = []
     module = _restricted_pickle_module(replaced)
     try:
-        obj = torch.load(path, map_location="cpu", pickle_module=module, weights_only=False)
+        obj = torch.load(
+            path, map_location="cpu", pickle_module=module, weights_only=False, mmap=mmap
+        )
     except Exception as exc:
         raise MocapError(f"{path} is not a readable PyTorch checkpoint ({exc})") from exc
     return obj, replaced
