@@ -155,7 +155,10 @@ def _init_args(*argv: str) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def test_init_checkpoint_command(tmp_path: Path, shared_data: Path) -> None:
+def test_init_checkpoint_command(
+    tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MOCAP_HOME", str(tmp_path / "home"))  # no cached mean parameters
     out = tmp_path / "tiny.safetensors"
     means = shared_data / "spin_npz" / "smpl_mean_params.npz"
     args = _init_args("hmr2", "--size", "tiny", "--mean-params", str(means), "-o", str(out))
@@ -170,6 +173,9 @@ def test_init_checkpoint_command(tmp_path: Path, shared_data: Path) -> None:
     a, b, c = (load_checkpoint(p).state_dict() for p in (out, same, other))
     assert all(torch.equal(a[k], b[k]) for k in a)  # seeded
     assert not torch.equal(a["head.decpose.weight"], c["head.decpose.weight"])
+    # Without mean parameters the estimate starts at the identity pose.
+    assert c["head.init_body_pose"][0, :6].tolist() == [1, 0, 0, 0, 1, 0]
+    assert not torch.equal(a["head.init_body_pose"], c["head.init_body_pose"])
     with pytest.raises(MocapError, match="factor"):
         init_cmd.run(_init_args("hmr2", "--size", "tiny", "--factor", "4", "-o", str(out)))
     with pytest.raises(MocapError, match="does not exist"):

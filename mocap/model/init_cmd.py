@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--mean-params",
         type=Path,
         default=None,
-        help="smpl_mean_params.npz for the starting estimate (default: identity pose, zero shape)",
+        help="smpl_mean_params.npz for the starting estimate (default: the one `mocap weights` "
+        "placed, else identity pose and zero shape)",
     )
     parser.add_argument("-o", "--output", type=Path, required=True, help="checkpoint to write")
 
@@ -40,14 +41,20 @@ def run(args: argparse.Namespace) -> int:
     from mocap.errors import MocapError
     from mocap.model.build import build_model, model_config
     from mocap.model.checkpoint import save_checkpoint
+    from mocap.weights import path_for
 
     config = model_config(args.variant, args.size, args.factor)
-    if args.mean_params is not None and not args.mean_params.is_file():
-        raise MocapError(f"mean parameters {args.mean_params} not found; pass smpl_mean_params.npz")
+    means = args.mean_params
+    if means is not None and not means.is_file():
+        raise MocapError(f"mean parameters {means} not found; pass smpl_mean_params.npz")
+    if means is None:
+        cached = path_for("smpl-mean-params")
+        means = cached if cached.is_file() else None
+        print(f"mean parameters: {cached if means else 'identity pose, zero shape (none cached)'}")
     if not args.output.parent.is_dir():
         raise MocapError(f"folder {args.output.parent} does not exist; create it first")
     torch.manual_seed(args.seed)
-    model = build_model(config, mean_params=args.mean_params)
+    model = build_model(config, mean_params=means)
     save_checkpoint(args.output, model, config, metadata={"seed": str(args.seed)})
     params = sum(p.numel() for p in model.parameters())
     print(f"wrote {args.output} ({config.variant}, {config.size}, {params:,} parameters)")
