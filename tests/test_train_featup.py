@@ -20,8 +20,15 @@ from mocap.cli import main
 from mocap.errors import MocapError
 from mocap.model.build import build_model, featup_deformable
 from mocap.model.checkpoint import load_checkpoint, save_checkpoint
+from mocap.model.featup import JBUStack
 from mocap.model.vit import PatchEmbed
-from mocap.train.downsampler import AttentionDownsampler, crf_loss, gaussian_blur
+from mocap.train.downsampler import (
+    AttentionDownsampler,
+    LayerObjective,
+    crf_loss,
+    gaussian_blur,
+    random_projection,
+)
 from mocap.train.featup import (
     FeatUpConfig,
     FeatUpTrainer,
@@ -107,6 +114,23 @@ def test_blur_and_crf_behave() -> None:
     noisy = flat + torch.randn(2, 5, 64, 48)
     assert float(crf_loss(image, flat, 100, gen)) == 0.0
     assert float(crf_loss(image, noisy, 100, gen)) > 0.1
+
+
+@pytest.mark.parametrize("factor", [4, 8, 16])
+def test_layer_objective_trains_exactly_the_stages_of_its_factor(
+    factor: int, crops: torch.Tensor
+) -> None:
+    torch.manual_seed(0)
+    part = LayerObjective(JBUStack(4, key_dim=4), dim=4, factor=factor)
+    lr = torch.randn(1, 4, 16, 12)
+    hr = part.upsample(lr, crops[:1])
+    assert hr.shape == (1, 4, 256, 192)  # x4 / x8 resized to the crop, x16 already there
+    proj = random_projection(4, 3, torch.Generator().manual_seed(0))
+    part.reconstruction(hr.flip(-1), torch.randn(1, 4, 16, 12), proj).backward()
+    stages = {"up1": 2, "up2": 4, "up3": 8, "up4": 16}
+    for name, param in part.stack.named_parameters():
+        needed = stages.get(name.split(".")[0], 16) <= factor  # fixup_proj: x16 only
+        assert (param.grad is not None and bool(param.grad.abs().sum() > 0)) == needed, name
 
 
 # ---- jitter ----------------------------------------------------------------------------------
@@ -239,6 +263,16 @@ def test_inject_refuses_untrained_stages_and_foreign_files(
             build_model(featup_deformable("tiny", 16)), run / "upsamplers.safetensors"
         )
     save_checkpoint(tmp_path / "model.safetensors", x4)
+    # --backbone: a featup-deformable checkpoint's own upsamplers are the starting point.
+    objective = build_objective(
+        load_base_model(
+            tiny_config(tmp_path, shared_data, backbone=str(tmp_path / "model.safetensors"))
+        ),
+        cfg,
+    )
+    for layer, stack in x4.upsamplers.items():
+        start = objective.get_submodule(f"{layer}.stack").state_dict()
+        assert all(torch.equal(v, start[k]) for k, v in stack.state_dict().items())
     with pytest.raises(MocapError, match="not a FeatUp pretraining output"):
         export_model(model, tmp_path / "model.safetensors", 4, tmp_path / "exported.safetensors")
     with pytest.raises(MocapError, match="not a folder"):

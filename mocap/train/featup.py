@@ -445,6 +445,7 @@ def train(cfg: FeatUpConfig, resume: bool = False) -> list[dict[str, float]]:
         raise MocapError(f"{run_dir} already holds a run; pass --resume or choose another --out")
     paths = list_images(cfg.images)
     dataset = ImageCrops(paths, cfg.crop)
+    pool = D.subset_indices(len(dataset), cfg.subset)
     device = resolve_device(cfg.device)
     model = load_base_model(cfg)
     trainer = FeatUpTrainer(cfg, model.backbone, build_objective(model, cfg), device)
@@ -455,7 +456,6 @@ def train(cfg: FeatUpConfig, resume: bool = False) -> list[dict[str, float]]:
     else:
         torch.manual_seed(cfg.seed)
     _atomic(run_dir / "config.json", lambda tmp: tmp.write_text(json.dumps(asdict(cfg), indent=1)))
-    pool = D.subset_indices(len(dataset), cfg.subset)
     sampler = D.MixtureBatchSampler([pool], [1.0], cfg.batch_size, cfg.seed, trainer.step)
     loader: Any = torch.utils.data.DataLoader(  # ImageCrops: map-style, torch-free module
         cast(Any, dataset),
