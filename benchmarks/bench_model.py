@@ -1,7 +1,7 @@
 """Seconds per 256x192 crop: the ViT-H backbone (fp32, bf16) and each full decoder variant.
 
-Backbone rows: ``mocap`` = this package's ViT (SDPA attention, weights stored in the compute
-dtype); ``HMR2.0-style`` = the reference recipe on the same weights (attention written out as
+Backbone rows: ``mocap`` = this package's ViT as the Predictor runs it (SDPA attention, block
+linears stored in the compute dtype, fp32 residual stream); ``HMR2.0-style`` = the reference recipe on the same weights (attention written out as
 matmul / softmax / matmul, fp32 weights under bf16 autocast), so the ratio between the two holds
 on any machine. Decoder rows: everything after the backbone (level construction, JBU or bilinear
 upsampling, head) from random layer-16/32 features, fp32 as the predictor runs it.
@@ -47,14 +47,14 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
 
 
 def random_vit(blocks: int, dtype: torch.dtype) -> ViT:
-    """ViT-H width with ``blocks`` blocks, filled quickly with small random weights."""
+    """ViT-H width with ``blocks`` blocks, small random weights, linears stored in ``dtype``."""
     with torch.device("meta"):
         vit = build_vit(depth=blocks, taps=(blocks,))
     vit.to_empty(device="cpu")
     with torch.no_grad():
         for p in vit.parameters():
             p.normal_(0.0, 0.02)
-    return vit.to(dtype).eval()
+    return vit.set_matmul_dtype(dtype).eval()  # as the Predictor runs it
 
 
 def _written_out_attention(self: Attention, x: Tensor) -> Tensor:
@@ -81,7 +81,7 @@ def bench_backbone(style: str, dtype: torch.dtype, blocks: int, batch: int, repe
             def ctx() -> AbstractContextManager[object]:
                 return torch.autocast("cpu", dtype=dtype)
 
-    images = torch.randn(batch, 3, 256, 192).to(torch.float32 if reference else dtype)
+    images = torch.randn(batch, 3, 256, 192)
 
     def run() -> None:
         with torch.inference_mode(), ctx():

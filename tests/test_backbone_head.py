@@ -54,6 +54,21 @@ def test_vit_matches_written_out_reference() -> None:
         torch.testing.assert_close(feats.taps[layer], taps[layer], rtol=1e-10, atol=1e-10)
 
 
+def test_bf16_linears_keep_an_fp32_residual_stream() -> None:
+    torch.manual_seed(0)
+    vit = build_vit(dim=64, depth=3, num_heads=4, taps=(2,)).eval()
+    images = torch.randn(2, 3, 256, 192)
+    with torch.no_grad():
+        ref = vit(images)
+        vit.set_matmul_dtype(torch.bfloat16)
+        out = vit(images)
+    assert vit.get_parameter("blocks.2.attn.qkv.weight").dtype == torch.bfloat16
+    assert vit.pos_embed.dtype == torch.float32 and out.final.dtype == torch.float32
+    assert out.taps[2].dtype == torch.float32
+    err = (out.final - ref.final).norm() / ref.final.norm()
+    assert 0 < err < 2e-2  # bf16 rounding, nothing worse
+
+
 def test_patch_padding_two_shifts_patch_boundaries() -> None:
     vit = build_vit(dim=8, depth=1, num_heads=1, taps=())
     base = torch.zeros(1, 3, 256, 192)

@@ -167,7 +167,10 @@ def test_predictor_bf16_and_fallbacks(
     boxes = np.array([BATTER[1]])
     ref = Predictor(tiny_model, device="cpu").predict(image, boxes)
     bf16 = Predictor(tiny_model, device="cpu", precision="bf16")
-    assert bf16.model.backbone.pos_embed.dtype == torch.bfloat16
+    backbone = bf16.model.backbone
+    assert backbone.get_parameter("blocks.1.mlp.fc2.weight").dtype == torch.bfloat16
+    assert backbone.pos_embed.dtype == torch.float32  # residual stream and norms stay fp32
+    assert backbone.get_parameter("blocks.0.norm1.weight").dtype == torch.float32
     assert next(bf16.model.head.parameters()).dtype == torch.float32
     out = bf16.predict(image, boxes)
     _check_params(out, 1)

@@ -5,9 +5,10 @@ split): cropping (``mocap.model.crop``), device placement, precision, batching a
 camera into a full-image translation (``mocap.geometry.cam_crop_to_full``, HMR2.0's formula, focal
 length overridable).
 
-Precision: ``bf16`` / ``fp16`` store the **backbone** weights in that type once (no per-call
-casting); the upsamplers and the head, a small part of the cost, stay in fp32 so that rotations,
-shape and camera keep full precision. On a CPU, fp16 is not a fast path: it falls back to bf16
+Precision: ``bf16`` / ``fp16`` store the backbone's block linears (99% of its FLOPs) in that type
+once, no per-call casting (``ViT.set_matmul_dtype``); the residual stream, LayerNorms, the
+upsamplers and the head, a small part of the cost, stay in fp32, as under autocast, so that
+rotations, shape and camera keep full precision. On a CPU, fp16 is not a fast path: it falls back to bf16
 where the CPU has bf16 matrix units (AMX / AVX512-BF16), else to fp32, with a message.
 """
 
@@ -92,7 +93,7 @@ class Predictor:
 
     Arguments:
         model: the network (any variant); the predictor takes it over: it is moved to
-            ``device``, put in eval mode and its backbone cast to ``precision`` in place.
+            ``device``, put in eval mode and its backbone linears cast to ``precision`` in place.
         device: ``auto``, ``cpu`` or ``cuda``.
         precision: ``fp32``, ``bf16`` or ``fp16`` for the backbone (see the module docstring).
         focal_length: full-image focal length in pixels; None = HMR2.0's 5000/256 * max(W, H).
@@ -116,7 +117,7 @@ class Predictor:
         self.focal_length = focal_length
         self.batch_size = batch_size
         self.model = model.eval().to(self.device)
-        self.model.backbone.to(self.dtype)
+        self.model.backbone.set_matmul_dtype(self.dtype)
 
     @classmethod
     def from_checkpoint(

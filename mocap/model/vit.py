@@ -73,7 +73,11 @@ class Attention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, N, C) -> (B, N, C)."""
         b, n, c = x.shape
-        qkv = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        qkv = (
+            self.qkv(x.to(self.qkv.weight.dtype))
+            .view(b, n, 3, self.num_heads, c // self.num_heads)
+            .permute(2, 0, 3, 1, 4)
+        )
         # SDPA's default scale is head_dim^-0.5, the reference's scale.
         out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
@@ -88,7 +92,7 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
+        return self.fc2(F.gelu(self.fc1(x.to(self.fc1.weight.dtype))))
 
 
 class Block(nn.Module):
@@ -103,6 +107,8 @@ class Block(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: Tensor) -> Tensor:
+        # With bf16/fp16 linears (ViT.set_matmul_dtype) the branches come back in that type and
+        # the residual sum is promoted to the stream's fp32.
         x = x + self.drop_path(self.attn(self.norm1(x)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
@@ -152,11 +158,23 @@ class ViT(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def set_matmul_dtype(self, dtype: torch.dtype) -> "ViT":
+        """Store the block linears (99% of the FLOPs) in ``dtype`` for inference.
+
+        The residual stream, LayerNorms, position embedding and patch embedding keep their type
+        (fp32), as under autocast, but without casting 600M weights on every call. Returns self.
+        """
+        for block in self.blocks:
+            for module in block.modules():
+                if isinstance(module, nn.Linear):
+                    module.to(dtype)
+        return self
+
     def forward(self, images: Tensor) -> ViTFeatures:
         """images: (B, 3, 256, 192) normalised crops -> ViTFeatures with (B, C, 16, 12) maps."""
         if tuple(images.shape[-2:]) != IMAGE_SIZE:
             raise ValueError(f"ViT expects 256x192 crops, got {tuple(images.shape[-2:])}")
-        x = self.patch_embed(images)
+        x = self.patch_embed(images.to(self.pos_embed.dtype))
         b, c, h, w = x.shape
         x = x.flatten(2).transpose(1, 2)
         x = x + self.pos_embed[:, 1:] + self.pos_embed[:, :1]
