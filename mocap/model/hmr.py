@@ -13,8 +13,9 @@ Two ways the head sees the image:
   all four x2 stages and FeatUp's final fixup (one checkpoint layout for every r, and FeatUp
   checkpoints transplant whole); for r < 16 the stages beyond r and the fixup are not run.
 
-The backbone may run in a lower precision than the rest (the predictor keeps only the backbone
-in bf16, the heavy part): features are cast to the head's dtype.
+The backbone may run in another precision than the rest (the predictor stores only its block
+linears in bf16, the heavy part; a training run may cast the whole backbone): images are cast to
+the backbone's dtype and its features to the head's.
 """
 
 from dataclasses import dataclass, field
