@@ -12,11 +12,15 @@ Stack output and the final ``fixup_proj``: FeatUp's stack returns ``s16 + 0.1 * 
 (a width-specific 1x1 conv). :meth:`JBUStack.forward` returns every intermediate map up to
 ``max_factor``; the fixup is applied to the x16 map only, as in FeatUp, and the x2/x4/x8 maps are
 the raw stage outputs. A stack run with ``max_factor < 16`` therefore never uses ``fixup_proj``.
+Cost: at x16 the fixup is a C x C 1x1 conv over 49,152 pixels (80 GMAC per 1280-d map, about
+two thirds of the ViT-H backbone). It is affine per pixel, so a consumer that only samples the map
+(the deformable head) could fold it into that level's value projection instead.
 
 Alignment: the stages treat the source and the guidance as covering the same pixels (bicubic with
 ``align_corners=False``), as FeatUp does. ViTPose's patch embedding (padding 2) centres patch (i, j)
-2 pixels above/left of where that assumes; the upsampled maps inherit that 2-pixel shift. Training
-on top of the maps absorbs it; :mod:`mocap.model.figures` accounts for it when drawing.
+2 pixels above/left of where that assumes; the upsampled maps inherit that 2-pixel shift (kept, so
+FeatUp-trained stages see what they were trained on; training on top of the maps absorbs it).
+:mod:`mocap.model.figures` draws native-level points at the true patch positions.
 """
 
 import logging
