@@ -135,10 +135,14 @@ def _child_failure(code: int | None, limit: float, name: str, line: str) -> str:
     return f"Blender {how} before writing {name}: {line}"
 
 
-def _job_timeout(scenes: Mapping[Path, Sequence[RigAnimation]]) -> float:
-    """Generous limit: start-up plus 20 ms per frame per file (measured ~10 ms for all formats)."""
-    frames = sum(r.num_frames for rigs in scenes.values() for r in rigs)
-    return 120.0 + 0.02 * frames
+def _job_timeout(scenes: Mapping[Path, Sequence[RigAnimation]], correctives: bool) -> float:
+    """Generous limit: start-up plus 20 ms per frame per file (measured ~10 ms for all formats),
+    100 ms per frame for meshes with pose correctives (measured ~15 ms: 207 keys baked)."""
+    seconds = 120.0
+    for rig in (r for rigs in scenes.values() for r in rigs):
+        slow = correctives and rig.mesh is not None and rig.mesh.pose_dirs is not None
+        seconds += (0.1 if slow else 0.02) * rig.num_frames
+    return seconds
 
 
 def _write_job(
@@ -213,7 +217,7 @@ def _run_job(
             _check_pose_dirs(rig)
     with tempfile.TemporaryDirectory(prefix="mocap-blender-") as tmp:
         job, temps = _write_job(scenes, Path(tmp), correctives)
-        limit = _job_timeout(scenes) if timeout is None else timeout
+        limit = _job_timeout(scenes, correctives) if timeout is None else timeout
         code, tail = _run_child(["write", str(job)], limit)
         result_file = Path(tmp) / "result.json"  # replaced atomically after every file
         result = json.loads(result_file.read_text()) if result_file.exists() else {}
