@@ -43,8 +43,8 @@ the Armature modifier, as SMPL adds pose offsets before skinning, so the deforme
 exactly. FBX carries them as blend shape channels with animated DeformPercent, glTF as morph
 targets (positions only) with animated weights. Cost (one person, 6,890 vertices, CPU time per
 1,000 frames): FBX 7.2 s instead of 2.0, GLB 8.4 s instead of 3.3, .blend 0.3 s instead of 0.1;
-about 17 MB more per file. Blender itself evaluates the 207 keys in ~10 ms per frame and person
-when playing the file back (mute them in the Shape Keys panel for fast previews).
+18-24 MB more per file for dense blend shapes like SMPL's. Blender evaluates the 207 keys in
+~10 ms per frame and person when playing a file back (mute them for fast previews).
 
 Blender 5.0 quirks handled: actions are slotted (keys go to the slot's channelbag); the glTF
 exporter turns frames into seconds with fps * fps_base (fps_base is inverted while it runs); the
