@@ -13,7 +13,7 @@ from typing import Any
 
 from mocap.errors import MocapError
 
-FORMATS = ("npz", "bvh", "fbx", "blend", "glb")
+FORMATS = ("npz", "bvh", "fbx", "blend", "glb", "gltf")
 MODELS = ("auto", "featup-deformable", "vitpose-deformable", "hmr2")
 SMOOTH_MODES = ("offline", "oneeuro", "none")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
