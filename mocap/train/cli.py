@@ -35,7 +35,15 @@ def _add_hmr_arguments(p: argparse.ArgumentParser) -> None:
         "--variant", default="featup-deformable", help="model variant (see mocap init-checkpoint)"
     )
     model.add_argument("--init", help="start from this mocap checkpoint (its architecture is used)")
-    p.add_argument("--size", choices=("tiny", "full"), default="full", help="decoder size")
+    p.add_argument(
+        "--size", choices=("tiny", "full"), default="full", help="model size (tiny: for tests)"
+    )
+    p.add_argument(
+        "--factor", type=int, help="upsampling factor of deformable variants (default 4)"
+    )
+    p.add_argument(
+        "--mean-params", help="smpl_mean_params.npz (default: the HMR2.0 data in the cache)"
+    )
     p.add_argument("--smpl", help="SMPL_NEUTRAL.pkl (default: $MOCAP_SMPL or the cache)")
     p.add_argument("--steps", type=int, default=100_000)
     p.add_argument(
@@ -94,7 +102,8 @@ def _config(args: argparse.Namespace) -> "TrainConfig":
         if getattr(args, name) < 1:
             raise MocapError(f"--{name.replace('_', '-')} must be at least 1")
     return TrainConfig(
-        out=args.out, data=args.data, variant=args.variant, size=args.size, init=args.init,
+        out=args.out, data=args.data, variant=args.variant, size=args.size, factor=args.factor,
+        init=args.init, mean_params=args.mean_params,
         smpl=args.smpl, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, clip_grad=args.clip_grad,
         precision=args.precision, checkpoint_every=args.checkpoint_every, log_every=args.log_every,

@@ -22,7 +22,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -30,10 +29,13 @@ from torch import Tensor, nn
 
 from mocap.body.smpl import BodyModel, load_body_model
 from mocap.errors import MocapError
+from mocap.model.hmr import HMR, HMROutput
 from mocap.paths import atomic_path
 from mocap.train import augment as aug
 from mocap.train import data as D
 from mocap.train import losses as L
+
+GT_MEMO_SAMPLES = 4096
 
 
 @dataclass
@@ -44,7 +46,10 @@ class TrainConfig:
     data: list[str]
     variant: str = "featup-deformable"
     size: str = "full"
+    factor: int | None = None
     init: str | None = None
+    mean_params: str | None = None
+    dropout: float | None = None
     smpl: str | None = None
     steps: int = 100_000
     batch_size: int = 48
@@ -85,50 +90,71 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
 
 
 # ---- the model, seen from training: frozen features -> trainable decoder --------------------
-def build_model(variant: str, size: str, init: str | None) -> nn.Module:
-    """A fresh ``variant``/``size`` model, or the one stored in checkpoint ``init``."""
-    if init:
+def build_model(cfg: "TrainConfig") -> HMR:
+    """A fresh ``variant``/``size``/``factor`` model, or the one stored in checkpoint ``init``."""
+    if cfg.init:
         from mocap.model.checkpoint import load_checkpoint
 
-        return load_checkpoint(Path(init))
+        return load_checkpoint(Path(cfg.init))
     from mocap.model.build import build_model as build
+    from mocap.model.build import model_config
 
-    return build(variant, size)
+    mean_params = cfg.mean_params
+    if mean_params is None and default_mean_params().is_file():
+        mean_params = str(default_mean_params())
+    model = build(model_config(cfg.variant, cfg.size, cfg.factor), mean_params)
+    if cfg.dropout is not None:
+        set_dropout(model, cfg.dropout)
+    return model
 
 
-def freeze_frozen_parts(model: nn.Module) -> None:
-    """Backbone and upsampler: no gradients, eval mode (no drop-path / dropout); the head trains."""
+def set_dropout(model: nn.Module, p: float) -> None:
+    """Override every dropout rate of the model (decoder ablations; 0 for overfitting checks)."""
+    for m in model.modules():
+        if isinstance(m, nn.Dropout | nn.Dropout2d):
+            m.p = p
+        elif isinstance(m, nn.MultiheadAttention):
+            m.dropout = p
+
+
+def default_mean_params() -> Path:
+    """Where `mocap weights` puts HMR2.0's smpl_mean_params.npz (used when --mean-params is not given)."""
+    from mocap.paths import mocap_home
+
+    return mocap_home() / "hmr2" / "data" / "smpl_mean_params.npz"
+
+
+def freeze_frozen_parts(model: HMR) -> None:
+    """Backbone and upsamplers: no gradients, eval mode (no drop-path / dropout); the head trains."""
     model.train()
-    for part in (model.backbone, getattr(model, "upsampler", None)):
+    for part in (model.backbone, getattr(model, "upsamplers", None)):
         if isinstance(part, nn.Module):
             part.requires_grad_(False)
             part.eval()
 
 
-def backbone_features(model: nn.Module, images: Tensor) -> dict[str, Tensor]:
+def backbone_features(model: HMR, images: Tensor) -> dict[str, Tensor]:
     """(B, 3, 256, 192) -> {"final": (B, C, 16, 12), "tap16": ..., "tap32": ...} from the frozen ViT."""
     feats = model.backbone(images)
     return {"final": feats.final, **{f"tap{k}": v for k, v in feats.taps.items()}}
 
 
-def decode_features(model: nn.Module, features: dict[str, Tensor], images: Tensor) -> Any:
-    """Backbone maps (+ the crop, JBU guidance) -> the model's output (rotmat, betas, cam)."""
-    from mocap.model.vit import ViTFeatures
-
+def decode_features(model: HMR, features: dict[str, Tensor], images: Tensor) -> HMROutput:
+    """Backbone maps (+ the crop, JBU guidance) -> HMROutput; the second half of ``HMR.forward``."""
+    dtype = next(model.head.parameters()).dtype
+    if model.levels is None:
+        return model.head(features["final"].to(dtype))
     taps = {int(k[3:]): v for k, v in features.items() if k.startswith("tap")}
-    dtype = images.dtype if not torch.is_autocast_enabled(images.device.type) else None
-    feats = ViTFeatures(
-        taps={k: v if dtype is None else v.to(dtype) for k, v in taps.items()},
-        final=features["final"] if dtype is None else features["final"].to(dtype),
-    )
-    return model.decode(feats, images)
+    with torch.no_grad():  # frozen upsamplers
+        levels = model.build_levels(taps, images.to(dtype))
+    return model.head(list(levels.values()))
 
 
-def save_model(model: nn.Module, path: Path) -> None:
+def save_model(model: HMR, path: Path) -> None:
     """mocap safetensors checkpoint (architecture embedded), written atomically."""
     from mocap.model.checkpoint import save_checkpoint
 
-    save_checkpoint(model, path)
+    save_checkpoint(path, model)
 
 
 def load_weights(model: nn.Module, path: Path) -> None:
@@ -151,7 +177,7 @@ class TrainStep(nn.Module):
     ``(rotmat (B, 24, 3, 3), betas (B, 10), cam (B, 3))``.
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: HMR):
         super().__init__()
         self.model = model
 
@@ -185,7 +211,7 @@ class Trainer:
         rank / world_size: DDP position (world_size 1: no process group needed).
     """
 
-    def __init__(self, cfg: TrainConfig, model: nn.Module, body: BodyModel, dataset: D.MixedDataset,
+    def __init__(self, cfg: TrainConfig, model: HMR, body: BodyModel, dataset: D.MixedDataset,
                  pools: list, weights: list[float], regressor: Tensor | None = None,
                  rank: int = 0, world_size: int = 1, device: str = "cpu"):  # fmt: skip
         self.cfg, self.rank, self.world_size, self.device = (
@@ -211,6 +237,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         self.dataset, self.pools, self.weights = dataset, pools, weights
         self.step = 0
+        # Without augmentation the ground-truth mesh of a sample never changes: posing SMPL once per
+        # sample instead of once per step saves a third of a cached-feature step.
+        self._gt_vertices: dict[int, Tensor] = {}
 
     # ---- one step ---------------------------------------------------------------------------
     def forward_backward(self, batch: D.Batch) -> L.LossTerms:
@@ -226,8 +255,7 @@ class Trainer:
         pred = self.body(rotmat[:, :1], rotmat[:, 1:], betas)
         pred_verts = pred.vertices
         keypoints, valid = L.spin_keypoints(pred.joints, pred_verts, self.regressor)
-        with torch.no_grad():
-            gt_verts = self.body(batch.rotmat[:, :1], batch.rotmat[:, 1:], batch.betas).vertices
+        gt_verts = self.ground_truth_vertices(batch)
         target = L.LossTargets(batch.rotmat, batch.betas, gt_verts, batch.keypoints_2d, batch.joints_3d,
                                batch.has_smpl, batch.has_3d)  # fmt: skip
         terms = L.hmr_losses(
@@ -235,6 +263,24 @@ class Trainer:
         )
         self.scaler.scale(terms.total).backward()
         return terms
+
+    @torch.no_grad()
+    def ground_truth_vertices(self, batch: D.Batch) -> Tensor:
+        """(B, 6890, 3) SMPL vertices of the ground-truth pose (memoised when not augmenting)."""
+        rotmat, betas = batch.rotmat, batch.betas
+        if self.cfg.augment:
+            return self.body(rotmat[:, :1], rotmat[:, 1:], betas).vertices
+        keys = batch.index.tolist()
+        if len(self._gt_vertices) + len(keys) > GT_MEMO_SAMPLES:
+            self._gt_vertices.clear()
+        for k, i in enumerate(keys):
+            if i not in self._gt_vertices:
+                # One sample at a time: the memo then holds the same bits whatever batch it came in.
+                rot = rotmat[k : k + 1]
+                self._gt_vertices[i] = self.body(rot[:, :1], rot[:, 1:], betas[k : k + 1]).vertices[
+                    0
+                ]
+        return torch.stack([self._gt_vertices[i] for i in keys])
 
     def train_step(self, batch: D.Batch) -> StepResult:
         """One optimisation step: backward, unscale, clip, AdamW, schedule."""
@@ -259,6 +305,9 @@ class Trainer:
             collate_fn=D.collate,
             num_workers=self.cfg.num_workers,
             persistent_workers=self.cfg.num_workers > 0,
+            # Its own generator: creating the loader must not draw from the global RNG (dropout),
+            # or a resumed run would see a shifted random stream.
+            generator=torch.Generator().manual_seed(self.cfg.seed),
         )
         return iter(loader)
 
@@ -348,7 +397,7 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def build_dataset(
-    cfg: TrainConfig, model: nn.Module, device: str
+    cfg: TrainConfig, model: HMR, device: str
 ) -> tuple[D.MixedDataset, list, list[float]]:
     """Datasets from ``cfg.data`` (images, or the feature cache, built on first use)."""
     from mocap.train import feature_cache as FC
@@ -391,7 +440,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> list[dict[str, float]]:
         torch.cuda.set_device(local_rank)
     run_dir = Path(cfg.out)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.variant, cfg.size, cfg.init)
+    model = build_model(cfg)
     body = load_body(cfg.smpl, device)
     regressor = body.j19  # SMPL_to_J19 next to the SMPL file: SPIN joints 0-18 from vertices
     if rank == 0:
@@ -417,7 +466,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> list[dict[str, float]]:
         result = trainer.train_step(next(batches))
         step = trainer.step
         if step % cfg.log_every == 0 or step == cfg.steps:
-            lr = trainer.scheduler.get_last_lr()[0]
+            lr = float(trainer.scheduler.get_last_lr()[0])
             now = time.perf_counter()
             scalars = {**result.terms, "grad_norm": result.grad_norm, "lr": lr,
                        "steps_per_s": cfg.log_every / max(now - tick, 1e-9)}  # fmt: skip

@@ -16,7 +16,7 @@ top, jaw, face) are left out. SMPL's hips sit a few centimetres from the H36M/LS
 regressor is the accurate choice for full training.
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
@@ -52,7 +52,7 @@ class LossTerms:
 
     def as_floats(self) -> dict[str, float]:
         """Detached Python floats, for logging."""
-        return {k: float(v.detach()) for k, v in asdict(self).items()}
+        return {f.name: float(getattr(self, f.name).detach()) for f in fields(self)}
 
 
 @dataclass
