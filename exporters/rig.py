@@ -91,13 +91,16 @@ def pose_features(local_rotations: np.ndarray) -> np.ndarray:
 
 
 def smpl_pose_dirs(body: object) -> np.ndarray | None:
-    """(207,V,3) SMPL pose blend shapes of an smplx-backed body model (``body.layer.posedirs``,
-    stored by smplx as (207, V*3)); None when the body has none (e.g. the built-in skeleton)."""
+    """(207,V,3) float32 SMPL pose blend shapes of an smplx-backed body model (a copy of
+    ``body.layer.posedirs``, stored by smplx as (207, V*3)); None when the body has none.
+
+    float32 (17 MB for SMPL, per person) as smplx keeps them and as Blender stores shape keys.
+    """
     dirs = getattr(getattr(body, "layer", None), "posedirs", None)
     if dirs is None:
         return None
-    arr = np.asarray(dirs.detach().cpu().double().numpy() if hasattr(dirs, "detach") else dirs)
-    return arr.reshape(arr.shape[0], -1, 3)
+    arr = dirs.detach().cpu().numpy() if hasattr(dirs, "detach") else np.asarray(dirs)
+    return np.array(arr, dtype=np.float32).reshape(arr.shape[0], -1, 3)
 
 
 def rotate_pose_dirs(pose_dirs: np.ndarray, axes: np.ndarray) -> np.ndarray:
