@@ -150,7 +150,9 @@ def download_file(url: str, dest: Path, sha256: str | None = None, progress: boo
     headers = {"User-Agent": "mocap", **({"Range": f"bytes={have}-"} if have else {})}
     manual = f"download {url} yourself and place it at {dest}"
     try:
-        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30)
+        # A fresh opener reads the proxy settings now; urlopen's global one caches the first it saw.
+        opener = urllib.request.build_opener()
+        response = opener.open(urllib.request.Request(url, headers=headers), timeout=30)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and have:  # nothing left to fetch: the partial file is complete
             response = None
