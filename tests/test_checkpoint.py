@@ -82,7 +82,7 @@ def test_mocap_checkpoint_errors(tmp_path: Path) -> None:
         load_checkpoint(junk)
 
 
-def _hmr2_lightning_file(path: Path, model: HMR, extra: object) -> None:
+def _hmr2_lightning_file(path: Path, model: HMR, extra: object, zip_format: bool = True) -> None:
     """Write ``model`` in HMR2.0's Lightning layout, with the extras its real file carries."""
     state = {"backbone." + k: v for k, v in model.backbone.state_dict().items()}
     state |= {"smpl_head." + k: v for k, v in model.head.state_dict().items()}
@@ -91,15 +91,17 @@ def _hmr2_lightning_file(path: Path, model: HMR, extra: object) -> None:
     torch.save(
         {"epoch": 35, "global_step": 1_000_000, "state_dict": state, "hyper_parameters": extra},
         path,
+        _use_new_zipfile_serialization=zip_format,
     )
 
 
-def test_hmr2_lightning_checkpoint_loads_strictly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_hmr2_lightning_checkpoint_loads_strictly(tmp_path: Path, zip_format: bool) -> None:
     torch.manual_seed(0)
     model = build_model(hmr2("tiny")).eval()
     path = tmp_path / "epoch=35-step=1000000.ckpt"
     cfg = FakeCfgNode(MODEL=FakeCfgNode(IMAGE_SIZE=256), LR=1e-5)
-    _hmr2_lightning_file(path, model, cfg)
+    _hmr2_lightning_file(path, model, cfg, zip_format)
     with pytest.raises(pickle.UnpicklingError):  # the reason a restricted unpickler is needed
         torch.load(path, weights_only=True)
     loaded, report = load_hmr2_checkpoint(path, hmr2("tiny"))
