@@ -292,7 +292,14 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         self.step += 1
-        return StepResult(terms.as_floats(), float(norm))
+        floats = terms.as_floats()
+        if (
+            self.world_size > 1
+        ):  # log the global batch's losses (mean of equal shards), not rank 0's
+            values = torch.tensor(list(floats.values()), dtype=torch.float64, device=self.device)
+            dist.all_reduce(values)
+            floats = dict(zip(floats, (values / self.world_size).tolist(), strict=True))
+        return StepResult(floats, float(norm))
 
     # ---- data ------------------------------------------------------------------------------
     def batches(self) -> Iterator[D.Batch]:
@@ -439,6 +446,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> list[dict[str, float]]:
         device = f"cuda:{local_rank}"
         torch.cuda.set_device(local_rank)
     run_dir = Path(cfg.out)
+    if not resume and (run_dir / "latest.json").exists():
+        raise MocapError(
+            f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
+        )
     torch.manual_seed(cfg.seed)
     model = build_model(cfg)
     body = load_body(cfg.smpl, device)
@@ -447,15 +458,16 @@ def train(cfg: TrainConfig, resume: bool = False) -> list[dict[str, float]]:
         run_dir.mkdir(parents=True, exist_ok=True)
     if world_size > 1:
         dist.barrier()
-    dataset, pools, weights = build_dataset(cfg, model, device)
+    # Rank 0 first: it builds the feature cache when missing, the others then open it.
+    for turn in (0, 1):
+        if (rank == 0) == (turn == 0):
+            dataset, pools, weights = build_dataset(cfg, model, device)
+        if world_size > 1:
+            dist.barrier()
     trainer = Trainer(cfg, model, body, dataset, pools, weights,
                       None if regressor is None else regressor.to(device), rank, world_size, device)  # fmt: skip
     if resume:
         trainer.load(run_dir)
-    elif rank == 0 and (run_dir / "latest.json").exists():
-        raise MocapError(
-            f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
-        )
     log = MetricsLog(run_dir, trainer.step) if rank == 0 else None
     if rank == 0:
         _write_text(run_dir / "config.json", cfg.to_json())
