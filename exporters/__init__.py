@@ -141,6 +141,7 @@ def _write_blender(
     out_dir: Path,
     per_person: bool,
     report: ExportReport,
+    pose_correctives: bool = True,
 ) -> None:
     """All Blender formats in one child process; failures recorded per person and format."""
     scenes: dict[Path, list[RigAnimation]] = {}
@@ -158,7 +159,7 @@ def _write_blender(
     try:
         from exporters.blender import write_with_blender
 
-        errors = write_with_blender(scenes)
+        errors = write_with_blender(scenes, pose_correctives=pose_correctives)
     except Exception as exc:  # noqa: BLE001 - Blender's failure must not stop the native formats
         errors = {p: f"{type(exc).__name__}: {exc}" for p in scenes}
     for path in scenes:
@@ -183,6 +184,7 @@ def export_motion(
     units: str = "m",
     smoothing: str | None = None,
     smooth_strength: float = 1.0,
+    pose_correctives: bool = True,
 ) -> ExportReport:
     """Write a clip's animation in every requested format.
 
@@ -197,6 +199,8 @@ def export_motion(
         units: "m" or "cm" for BVH.
         smoothing: None/"none" (motion as saved), "offline" or "oneeuro".
         smooth_strength: 0 off, 1 default, 2 strong.
+        pose_correctives: skinned meshes carry SMPL's 207 pose-corrective blend shapes (exact SMPL
+            mesh; about 17 MB per person); False gives plain skinning.
 
     Returns:
         ExportReport with the files written and the per-person/per-format failures.
@@ -229,5 +233,6 @@ def export_motion(
             except Exception as exc:  # noqa: BLE001 - one person's failure must not stop the others
                 msg = str(exc) if isinstance(exc, MocapError) else f"{type(exc).__name__}: {exc}"
                 report.failures.append(ExportFailure(rig.name, fmt, msg))
-    _write_blender(built.rigs, [f for f in fmts if f in BLENDER_FORMATS], out, per_person, report)
+    blender_formats = [f for f in fmts if f in BLENDER_FORMATS]
+    _write_blender(built.rigs, blender_formats, out, per_person, report, pose_correctives)
     return report

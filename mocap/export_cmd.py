@@ -67,6 +67,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1.0,
         help="0 = off, 1 = default, 2 = strong (default: 1)",
     )
+    parser.add_argument(
+        "--no-correctives",
+        dest="pose_correctives",
+        action="store_false",
+        help="skinned meshes without SMPL's pose-corrective blend shapes (smaller files, plain "
+        "skinning; default: exact SMPL mesh)",
+    )
 
 
 def _load_body(path: str | None) -> "BodyModel | None":
@@ -93,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         units=args.units,
         smoothing=args.smooth,
         smooth_strength=args.smooth_strength,
+        pose_correctives=args.pose_correctives,
     )
     print(report.summary())
     return 0 if report.ok else 1

@@ -71,7 +71,7 @@ def test_a_failing_person_or_format_does_not_stop_the_others(
             raise OSError("disk full")
         return real_write(rig, path, units)
 
-    def broken_blender(scenes, timeout=None):  # type: ignore[no-untyped-def]
+    def broken_blender(scenes, timeout=None, **kw):  # type: ignore[no-untyped-def]
         raise RuntimeError("Blender crashed")
 
     monkeypatch.setattr(exporters, "write_bvh", flaky)
@@ -195,3 +195,17 @@ def test_mocap_cli_dispatches_export(
     assert err.count("\n") == 1 and err.startswith("mocap: error: motion file not found")
     assert main(["export", str(path), "--formats", "bvh,mov"]) == 1
     assert "unknown export format 'mov'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", [None, "--no-correctives"])
+def test_mocap_export_pose_correctives_flag(
+    shared_data: Path, smpl_dir: Path, tmp_path: Path, flag: str | None
+) -> None:
+    from exporters.blender import read_with_blender
+
+    path = two_people(shared_data, 4).save(tmp_path / "motion.npz")
+    argv = [str(path), "--formats", "blend", "--smpl", str(smpl_dir / "SMPL_NEUTRAL.pkl")]
+    assert export_cmd.run(cli_args(*argv, *([flag] if flag else []))) == 0
+    (mesh,) = read_with_blender(tmp_path / "person_1.blend", mesh_samples=1).meshes
+    keys = [k for k in mesh.shape_keys if k.startswith("pose_")]
+    assert len(keys) == (0 if flag else 207)
