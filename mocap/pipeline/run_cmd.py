@@ -101,6 +101,7 @@ def build_engines(settings: RunSettings) -> "Engines":
     import platform
 
     import av
+    import numpy as np
     import ultralytics
 
     from mocap.body.smpl import find_smpl, load_body_model
@@ -132,6 +133,7 @@ def build_engines(settings: RunSettings) -> "Engines":
         min_size=settings.min_box,
         device=device,
     )
+    detector.detect([np.zeros((64, 64, 3), np.uint8)])  # YOLO's one-off set-up, not per clip
     label = f"{variant} from {path}, {device}, {precision}"
     log.info("model: %s", label)
     return Engines(
