@@ -223,6 +223,7 @@ def test_resume_continues_exactly_and_exports_a_model(tmp_path: Path, shared_dat
     assert cli(straight, 2) == 0
     assert cli(split, 1) == 0
     assert cli(split, 2) == 1  # the run folder exists: refuse to overwrite without --resume
+    assert cli(split, 2, "--resume", "--factor", "8") == 1  # resuming with other settings
     exported = tmp_path / "model.safetensors"
     assert cli(split, 2, "--resume", "--export-model", str(exported)) == 0
     assert len(metrics(straight)) == 2

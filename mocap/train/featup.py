@@ -443,6 +443,13 @@ def train(cfg: FeatUpConfig, resume: bool = False) -> list[dict[str, float]]:
     run_dir = Path(cfg.out)
     if not resume and (run_dir / "latest.json").exists():
         raise MocapError(f"{run_dir} already holds a run; pass --resume or choose another --out")
+    if resume and (run_dir / "config.json").is_file():
+        started = json.loads((run_dir / "config.json").read_text())
+        for key in ("backbone", "size", "factor", "seed", "batch_size"):
+            if started.get(key) != getattr(cfg, key):
+                flag = "--" + key.replace("_", "-")
+                raise MocapError(f"{run_dir} was started with {flag} {started.get(key)}; "
+                                 f"resume with the same {flag} (got {getattr(cfg, key)})")  # fmt: skip
     paths = list_images(cfg.images)
     dataset = ImageCrops(paths, cfg.crop)
     pool = D.subset_indices(len(dataset), cfg.subset)
