@@ -146,7 +146,7 @@ def warp_crop(image_bgr: np.ndarray, matrix: np.ndarray, box_size: float) -> np.
     x1, y1 = np.ceil(corners.max(0) + 2 + radius).astype(int).clip(0, [w, h])
     if x1 <= x0 or y1 <= y0:
         return np.zeros((CROP_H, CROP_W, 3), np.float32)
-    region = image_bgr[y0:y1, x0:x1].astype(np.float32)
+    region: np.ndarray = image_bgr[y0:y1, x0:x1].astype(np.float32)
     if blur:
         k = 2 * radius + 1
         region = cv2.GaussianBlur(region, (k, k), sigma, borderType=cv2.BORDER_REPLICATE)
