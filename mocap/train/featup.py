@@ -425,20 +425,12 @@ def export_model(base: "HMR", upsamplers: Path, factor: int, out: Path,
 
 
 # ---- the loop ------------------------------------------------------------------------------------
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 def train(cfg: FeatUpConfig, resume: bool = False) -> list[dict[str, float]]:
     """Run (or resume) pretraining; returns the logged scalars of this call."""
     import torch
 
     from mocap.train import data as D
-    from mocap.train.hmr import MetricsLog
+    from mocap.train.hmr import MetricsLog, resolve_device
 
     run_dir = Path(cfg.out)
     if not resume and (run_dir / "latest.json").exists():
