@@ -285,3 +285,25 @@ def test_subprocess_without_smpl_uses_the_skeleton(
     with av.open(str(result / "preview.mp4")) as c:
         assert sum(1 for _ in c.decode(video=0)) == 3
     assert (result / ".done").is_file()
+
+
+def test_image_folder_input(
+    tmp_path: Path, shared_data: Path, common: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder of frames is a clip too: named after the folder, at the default 30 fps."""
+    frames = tmp_path / "shot_01"
+    frames.mkdir()
+    with av.open(str(shared_data / "videos" / "posetrack_5frames_mpeg4.mp4")) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            f.to_image().save(frames / f"frame_{i + 1}.png")
+    out = tmp_path / "out"
+    assert (
+        main(["run", str(frames), "-o", str(out), "--end", "0.1", "--formats", "bvh", *common]) == 0
+    )
+    motion = Motion.load(out / "shot_01" / "motion.npz")
+    assert motion.fps == 30.0 and motion.image_size == (1280, 720) and motion.tracks
+    assert all(list(t.frames) == [0, 1, 2] for t in motion.tracks)
+    assert {p.name for p in (out / "shot_01").glob("*.bvh")} == {
+        f"person_{t.track_id}.bvh" for t in motion.tracks
+    }
+    capsys.readouterr()
