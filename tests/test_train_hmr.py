@@ -188,10 +188,10 @@ def test_decoding_cached_features_equals_the_full_forward(variant: str) -> None:
     images = torch.randn(2, 3, 256, 192)
     with torch.no_grad():
         full = model(images)
-        feats = H.backbone_features(model, images)
+        feats = FC.backbone_features(model, images)
         cached = {k: FC.from_bf16_bits(FC.to_bf16_bits(v)).float() for k, v in feats.items()}
-        split = H.decode_features(model, feats, images)
-        from_cache = H.decode_features(model, cached, images)
+        split = FC.decode_features(model, feats, images)
+        from_cache = FC.decode_features(model, cached, images)
     for name in ("rotmat", "betas", "cam"):
         torch.testing.assert_close(getattr(split, name), getattr(full, name), rtol=0, atol=1e-6)
         # bf16 storage moves the output a little, not a lot.

@@ -31,11 +31,39 @@ import torch
 from torch import Tensor, nn
 
 from mocap.errors import MocapError
+from mocap.model.hmr import HMR, HMROutput
 from mocap.train import augment as aug
 from mocap.train import data as D
 
 VERSION = 1
 CROP = "crop"
+
+
+# ---- the frozen / trainable split of the model ---------------------------------------------
+def freeze_frozen_parts(model: HMR) -> None:
+    """Backbone and upsamplers: no gradients, eval mode (no drop-path / dropout); the head trains."""
+    model.train()
+    for part in (model.backbone, getattr(model, "upsamplers", None)):
+        if isinstance(part, nn.Module):
+            part.requires_grad_(False)
+            part.eval()
+
+
+def backbone_features(model: HMR, images: Tensor) -> dict[str, Tensor]:
+    """(B, 3, 256, 192) -> {"final": (B, C, 16, 12), "tap16": ..., "tap32": ...} from the frozen ViT."""
+    feats = model.backbone(images)
+    return {"final": feats.final, **{f"tap{k}": v for k, v in feats.taps.items()}}
+
+
+def decode_features(model: HMR, features: dict[str, Tensor], images: Tensor) -> HMROutput:
+    """Backbone maps (+ the crop, JBU guidance) -> HMROutput; the second half of ``HMR.forward``."""
+    dtype = next(model.head.parameters()).dtype
+    if model.levels is None:
+        return model.head(features["final"].to(dtype))
+    taps = {int(k[3:]): v for k, v in features.items() if k.startswith("tap")}
+    with torch.no_grad():  # frozen upsamplers
+        levels = model.build_levels(taps, images.to(dtype))
+    return model.head(list(levels.values()))
 
 
 @dataclass

@@ -29,10 +29,11 @@ from torch import Tensor, nn
 
 from mocap.body.smpl import BodyModel, load_body_model
 from mocap.errors import MocapError
-from mocap.model.hmr import HMR, HMROutput
+from mocap.model.hmr import HMR
 from mocap.paths import atomic_path
 from mocap.train import augment as aug
 from mocap.train import data as D
+from mocap.train import feature_cache as FC
 from mocap.train import losses as L
 
 GT_MEMO_SAMPLES = 4096
@@ -124,32 +125,6 @@ def default_mean_params() -> Path:
     return mocap_home() / "hmr2" / "data" / "smpl_mean_params.npz"
 
 
-def freeze_frozen_parts(model: HMR) -> None:
-    """Backbone and upsamplers: no gradients, eval mode (no drop-path / dropout); the head trains."""
-    model.train()
-    for part in (model.backbone, getattr(model, "upsamplers", None)):
-        if isinstance(part, nn.Module):
-            part.requires_grad_(False)
-            part.eval()
-
-
-def backbone_features(model: HMR, images: Tensor) -> dict[str, Tensor]:
-    """(B, 3, 256, 192) -> {"final": (B, C, 16, 12), "tap16": ..., "tap32": ...} from the frozen ViT."""
-    feats = model.backbone(images)
-    return {"final": feats.final, **{f"tap{k}": v for k, v in feats.taps.items()}}
-
-
-def decode_features(model: HMR, features: dict[str, Tensor], images: Tensor) -> HMROutput:
-    """Backbone maps (+ the crop, JBU guidance) -> HMROutput; the second half of ``HMR.forward``."""
-    dtype = next(model.head.parameters()).dtype
-    if model.levels is None:
-        return model.head(features["final"].to(dtype))
-    taps = {int(k[3:]): v for k, v in features.items() if k.startswith("tap")}
-    with torch.no_grad():  # frozen upsamplers
-        levels = model.build_levels(taps, images.to(dtype))
-    return model.head(list(levels.values()))
-
-
 def save_model(model: HMR, path: Path) -> None:
     """mocap safetensors checkpoint (architecture embedded), written atomically."""
     from mocap.model.checkpoint import save_checkpoint
@@ -186,8 +161,8 @@ class TrainStep(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor]:
         if features is None:
             with torch.no_grad():
-                features = backbone_features(self.model, images)
-        out = decode_features(self.model, features, images)
+                features = FC.backbone_features(self.model, images)
+        out = FC.decode_features(self.model, features, images)
         return out.rotmat, out.betas, out.cam
 
 
@@ -221,7 +196,7 @@ class Trainer:
             torch.device(device),
         )
         self.body, self.regressor = body, regressor
-        freeze_frozen_parts(model)
+        FC.freeze_frozen_parts(model)
         self.model = model.to(self.device)
         self.step_module: nn.Module = TrainStep(self.model)
         if world_size > 1:
@@ -407,8 +382,6 @@ def build_dataset(
     cfg: TrainConfig, model: HMR, device: str
 ) -> tuple[D.MixedDataset, list, list[float]]:
     """Datasets from ``cfg.data`` (images, or the feature cache, built on first use)."""
-    from mocap.train import feature_cache as FC
-
     specs = [D.parse_data_spec(s) for s in cfg.data]
     anns = [D.load_annotations(s) for s in specs]
     augment = aug.AugmentConfig(enabled=cfg.augment)
@@ -419,9 +392,9 @@ def build_dataset(
         fingerprint = FC.backbone_fingerprint(backbone)
         records = FC.dataset_records(specs, anns)
         if not (root / "index.json").exists():
-            freeze_frozen_parts(model)
+            FC.freeze_frozen_parts(model)
             model.to(device)
-            FC.write_feature_cache(root, dataset, lambda x: backbone_features(model, x),
+            FC.write_feature_cache(root, dataset, lambda x: FC.backbone_features(model, x),
                                    fingerprint, records, device=device, progress=True)  # fmt: skip
         cache = FC.FeatureCache(root)
         cache.check(fingerprint, records)
