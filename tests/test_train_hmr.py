@@ -348,3 +348,11 @@ def test_cli(
     assert mocap_main(["train", "hmr", "--data", "missing.npz", "--out", str(tmp_path / "x"), "--size", "tiny",
                        "--smpl", str(smpl_dir)]) == 1  # fmt: skip
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_featup_dispatch(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import mocap.train.cli as train_cli
+
+    monkeypatch.setattr(train_cli, "FEATUP_MODULE", "mocap.train.no_such_module")
+    assert mocap_main(["train", "featup"]) == 1
+    assert "FeatUp pretraining is not available" in capsys.readouterr().err

@@ -86,8 +86,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     try:
         module = importlib.import_module(FEATUP_MODULE)
     except ImportError:
+        featup.description = "FeatUp pretraining is not available in this install."
         featup.set_defaults(_featup=None)
-        featup.add_argument("rest", nargs=argparse.REMAINDER)
     else:
         module.add_arguments(featup)
         featup.set_defaults(_featup=module)
