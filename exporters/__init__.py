@@ -16,7 +16,6 @@ a temporary name and renamed; a failure of one person or format is recorded in t
 the others are still written.
 """
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from exporters.bvh import UNIT_SCALE, write_bvh
 from exporters.rig import RigAnimation
 from mocap.errors import MocapError
 from mocap.motion import Motion
-from mocap.paths import atomic_path
+from mocap.paths import atomic_output
 from mocap.smoothing import MODES, JitterReport
 
 if TYPE_CHECKING:  # mocap.world imports exporters.rig: import it lazily to avoid a cycle
@@ -119,13 +118,8 @@ def write_rig_npz(rig: RigAnimation, path: Path, betas: np.ndarray | None = None
     }
     if betas is not None:
         arrays["betas"] = np.asarray(betas)
-    tmp = atomic_path(path)
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
     return path
 
 

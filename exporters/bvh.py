@@ -13,7 +13,6 @@ File layout written by :func:`write_bvh`:
     - World: Y up, right-handed, metres or centimetres (``units``); Frame Time = 1 / fps.
 """
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from scipy.spatial.transform import Rotation
 
 from exporters.rig import RigAnimation
 from mocap.errors import MocapError
-from mocap.paths import atomic_path
+from mocap.paths import atomic_output
 
 UNIT_SCALE: dict[str, float] = {"m": 1.0, "cm": 100.0}
 ROTATION_ORDER = "ZXY"  # intrinsic: R = Rz @ Rx @ Ry; the channel order written in the file
@@ -114,12 +113,10 @@ def write_bvh(rig: RigAnimation, path: str | Path, units: str = "m") -> Path:
     """Write ``rig`` as a BVH file atomically (temporary name, then rename)."""
     path = Path(path)
     text = bvh_text(rig, units)
-    tmp = atomic_path(path)
     try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        with atomic_output(path) as tmp:
+            tmp.write_text(text)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise MocapError(
             f"cannot write {path}: {exc.strerror}; choose a writable output folder"
         ) from exc

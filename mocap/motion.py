@@ -11,8 +11,6 @@ camera frame of the source video (x right, y down, z forward), metres, rotation 
     ``t{id}_<field>``            one array per :class:`Track` field below
 """
 
-import contextlib
-import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from mocap.errors import MocapError
-from mocap.paths import atomic_path
+from mocap.paths import atomic_output
 
 TRACK_FIELDS = (
     "frames",
@@ -95,14 +93,10 @@ class Motion:
         for t in self.tracks:
             for name in TRACK_FIELDS:
                 arrays[f"t{t.track_id}_{name}"] = np.asarray(getattr(t, name))
-        tmp = atomic_path(path)
         try:
-            with open(tmp, "wb") as fh:
+            with atomic_output(path) as tmp, open(tmp, "wb") as fh:
                 np.savez(fh, **arrays)
-            os.replace(tmp, path)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
             raise MocapError(
                 f"cannot write {path}: {exc.strerror}; choose a writable output folder"
             ) from exc

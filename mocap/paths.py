@@ -1,6 +1,8 @@
-"""Where mocap keeps downloaded weights, models and caches."""
+"""Where mocap keeps downloaded weights, models and caches; writing files atomically."""
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -16,3 +18,22 @@ def atomic_path(path: Path) -> Path:
     The suffix is kept so that writers that pick a format from the extension still work.
     """
     return path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+
+
+@contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yield :func:`atomic_path` of ``path`` to write; rename it onto ``path`` when the block ends.
+
+    Readers never see half a file: if the block raises, ``path`` is left as it was and the
+    temporary file is removed.
+
+        with atomic_output(out) as tmp:
+            tmp.write_text(text)
+    """
+    path = Path(path)
+    tmp = atomic_path(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

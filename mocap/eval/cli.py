@@ -8,10 +8,9 @@ Example:
 
 import argparse
 import json
-import os
 from pathlib import Path
 
-from mocap.paths import atomic_path
+from mocap.paths import atomic_output
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,9 +63,8 @@ def tables(rows: list[tuple[str, int | None, dict[str, float]]], dataset: str) -
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = atomic_path(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)
 
 
 def run(args: argparse.Namespace) -> int:

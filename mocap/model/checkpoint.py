@@ -14,7 +14,6 @@ placeholder: a malicious pickle (``__reduce__`` -> ``os.system``) never runs cod
 """
 
 import logging
-import os
 import pickle
 import types
 import warnings
@@ -31,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from mocap.errors import MocapError
 from mocap.model.build import ModelConfig, build_model, hmr2
 from mocap.model.hmr import HMR
-from mocap.paths import atomic_path
+from mocap.paths import atomic_output
 
 log = logging.getLogger(__name__)
 FORMAT = "mocap"
@@ -59,12 +58,8 @@ def save_checkpoint(
     path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {**(metadata or {}), "format": FORMAT, "config": config.to_json()}
-    tmp = atomic_path(path)
-    try:
+    with atomic_output(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_config(path: str | Path) -> ModelConfig:
