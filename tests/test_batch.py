@@ -149,3 +149,37 @@ def test_overwrite_redoes_a_clip_and_a_missing_input_is_reported(
     # ... and the other clip is redone
     assert (out / clip.stem / ".done").stat().st_mtime_ns > before
     assert json.loads((out / clip.stem / "run.json").read_text())["video"]["frames"] == 3
+
+
+def test_missing_weights_stop_the_batch_with_one_line(
+    tmp_path: Path, inputs: Path, yolo_weights: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("MOCAP_HOME", str(tmp_path / "empty_cache"))
+    out = tmp_path / "out"
+    code = main(
+        [
+            "batch",
+            str(inputs),
+            "-o",
+            str(out),
+            "--model",
+            "featup-deformable",
+            "--detector",
+            str(yolo_weights),
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and "Traceback" not in "".join(err)
+    # the corrupt clip's line, then the one error that stops the batch (not one per clip)
+    assert (
+        err[-1].startswith("mocap: error: featup-deformable is missing")
+        and "--checkpoint" in err[-1]
+    )
+    assert len(err) == 2 and err[0].startswith(
+        "mocap: corrupt: failed: "
+    )  # clips run in name order
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [c["status"] for c in manifest["clips"]] == ["failed", "failed"] and manifest[
+        "model"
+    ] == ""

@@ -48,6 +48,10 @@ VIDEO_SUFFIXES = {
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
+class _LoadFailed(Exception):
+    """The detector / model / body could not be loaded: the whole batch stops."""
+
+
 @dataclass
 class ClipStatus:
     """One line of the summary table and of manifest.json."""
@@ -193,7 +197,10 @@ def run(args: argparse.Namespace) -> int:
 
     def engines() -> "Engines":  # the model loads once, on the first clip that opens fine
         if not loaded:
-            loaded.append(build_engines(settings))
+            try:
+                loaded.append(build_engines(settings))
+            except MocapError as exc:  # no weights, bad SMPL file...: every clip would fail
+                raise _LoadFailed(str(exc)) from None
         return loaded[0]
 
     show = not args.quiet and sys.stderr.isatty()
@@ -213,6 +220,9 @@ def run(args: argparse.Namespace) -> int:
             t0 = time.perf_counter()
             try:
                 result = process_video(clip, out, settings, engines, progress=show, name=name)
+            except _LoadFailed as exc:
+                row.status, row.error = "failed", str(exc)
+                raise MocapError(str(exc)) from None  # stop: the other clips cannot run either
             except MocapError as exc:
                 row.status, row.error = "failed", str(exc)
             except Exception as exc:  # a bug on one clip must not lose the others
