@@ -350,7 +350,9 @@ def test_cli(
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_cli_featup_dispatch(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_featup_dispatch(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import mocap.train.cli as train_cli
 
     monkeypatch.setattr(train_cli, "FEATUP_MODULE", "mocap.train.no_such_module")
