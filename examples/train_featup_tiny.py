@@ -23,7 +23,9 @@ import torch
 from mocap.cli import main as mocap
 from mocap.model.checkpoint import load_checkpoint
 from mocap.model.crop import IMAGENET_MEAN, IMAGENET_STD
-from mocap.train.featup import ImageCrops, channel_norm, list_images
+from mocap.paths import atomic_output
+from mocap.train.featup import channel_norm
+from mocap.train.featup_data import ImageCrops, list_images
 
 DATA = Path(
     os.environ.get("MOCAP_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -66,9 +68,8 @@ def draw_features(checkpoint: Path, images: Path, out: Path, count: int = 3) -> 
         high = cv2.resize(high, size, interpolation=cv2.INTER_LINEAR)[:, :, ::-1]
         rows.append(np.concatenate([photo, low, high], axis=1))
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.partial{out.suffix}")
-    cv2.imwrite(str(tmp), np.concatenate(rows, axis=0))
-    os.replace(tmp, out)
+    with atomic_output(out) as tmp:
+        cv2.imwrite(str(tmp), np.concatenate(rows, axis=0))
 
 
 def main() -> None:

@@ -32,14 +32,12 @@ from mocap.train.downsampler import (
 from mocap.train.featup import (
     FeatUpConfig,
     FeatUpTrainer,
-    ImageCrops,
     build_objective,
-    export_model,
-    inject_upsamplers,
-    list_images,
     load_base_model,
     train,
 )
+from mocap.train.featup_data import ImageCrops, list_images
+from mocap.train.featup_export import export_model, inject_upsamplers
 from mocap.train.jitter import Jitter, sample_jitter
 
 

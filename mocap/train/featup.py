@@ -13,45 +13,49 @@ fresh 30-d random projection of both is compared with a Gaussian likelihood whos
 (:mod:`mocap.train.downsampler`); the first view adds the CRF term. Gradients of the views are
 accumulated; NAdam; the gradient norm is clipped to 1e-4 for the first 10 steps.
 
-Data: every image of ``--images`` (recursively; ``--subset`` keeps a fixed fraction, the paper used
-20% of COCO) becomes one 256x192 crop through HMR2.0's own crop (:func:`mocap.model.crop.crop_person`,
-the preprocessing the upsamplers see at inference): ``--crop center`` (default) takes the largest
-3:4 window in the middle of the image, ``--crop whole`` the whole image with black borders. Batch
-``t`` depends only on ``(seed, t)``, and so do the views, projections and CRF pixels of step ``t``.
+Data (:mod:`mocap.train.featup_data`): every image of ``--images`` (recursively; ``--subset`` keeps a
+fixed fraction, the paper used 20% of COCO) becomes one 256x192 crop through HMR2.0's own crop
+(:func:`mocap.model.crop.crop_person`, the preprocessing the upsamplers see at inference): ``--crop
+center`` (default) takes the largest 3:4 window in the middle of the image, ``--crop whole`` the
+whole image with black borders. Batch ``t`` depends only on ``(seed, t)``, and so do the views,
+projections and CRF pixels of step ``t``.
 
 Run folder: ``config.json``, ``metrics.jsonl``, ``tb/``, ``checkpoints/step_XXXXXXX.safetensors``
 (the JBU stacks as ``upsamplers.<layer>.*``: the keys of a featup-deformable model) +
 ``step_XXXXXXX.state.pt`` (downsamplers, scale nets, NAdam, RNG, step; read with
 ``weights_only=True``), ``latest.json``, and ``upsamplers.safetensors`` (the last stacks).
-:func:`inject_upsamplers` puts such a file into a featup-deformable model; ``--export-model`` writes
-a whole featup-deformable checkpoint (backbone + trained upsamplers + head) for ``mocap train hmr
---init``.
+:mod:`mocap.train.featup_export` puts such a file into a featup-deformable model
+(``inject_upsamplers``); ``--export-model`` writes a whole featup-deformable checkpoint (backbone +
+trained upsamplers + head) for ``mocap train hmr --init``.
 """
 
 import argparse
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from mocap.errors import MocapError
+from mocap.paths import atomic_output
+from mocap.train.featup_data import CROPS, ImageCrops, list_images
+from mocap.train.featup_export import (
+    FORMAT,
+    UPSAMPLERS_FILE,
+    export_model,
+    model_size,
+    save_upsamplers,
+)
 
 if TYPE_CHECKING:  # torch is imported inside functions: `mocap --help` must stay instant
-    import numpy as np
     from torch import Tensor, nn
 
     from mocap.model.hmr import HMR
     from mocap.train.downsampler import LayerObjective
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 FACTORS = (2, 4, 8, 16)
-CROPS = ("center", "whole")
-FORMAT = "mocap-featup"
-UPSAMPLERS_FILE = "upsamplers.safetensors"
 
 
 @dataclass
@@ -85,58 +89,6 @@ class FeatUpConfig:
     device: str = "auto"
 
 
-# ---- data ------------------------------------------------------------------------------------
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files under ``folder`` (recursive, sorted); MocapError when there are none."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise MocapError(f"--images {root} is not a folder; give a folder of photos (e.g. COCO)")
-    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise MocapError(
-            f"no {'/'.join(IMAGE_SUFFIXES)} images in {root}; point --images at photos"
-        )
-    return paths
-
-
-def crop_box(width: int, height: int, mode: str) -> tuple[float, float, float, float]:
-    """The box handed to HMR2.0's crop: whole image, or its largest centred 3:4 window."""
-    if mode == "whole":
-        return (0.0, 0.0, float(width), float(height))
-    w, h = min(width, height * 0.75), min(height, width / 0.75)
-    x0, y0 = (width - w) / 2, (height - h) / 2
-    return (x0, y0, x0 + w, y0 + h)
-
-
-class ImageCrops:
-    """Map-style dataset: index -> (3, 256, 192) float32 ImageNet-normalised RGB crop.
-
-    Indices are ``(image, seed)`` pairs as yielded by
-    :class:`~mocap.train.data.MixtureBatchSampler` (the seed is unused: no augmentation here).
-    """
-
-    def __init__(self, paths: list[Path], crop: str = "center") -> None:
-        if crop not in CROPS:
-            raise MocapError(f"--crop {crop!r} is unknown; use one of {', '.join(CROPS)}")
-        self.paths, self.crop = paths, crop
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, item: tuple[int, int]) -> "np.ndarray":
-        import cv2
-        import numpy as np
-
-        from mocap.model.crop import crop_person
-
-        path = self.paths[item[0]]
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise MocapError(f"cannot decode {path}; remove it from the --images folder")
-        h, w = image.shape[:2]
-        return crop_person(image, np.array(crop_box(w, h, self.crop))).image
-
-
 # ---- model parts -----------------------------------------------------------------------------
 def load_base_model(cfg: FeatUpConfig) -> "HMR":
     """The model whose backbone is pretrained on: ``cfg.backbone`` (mocap or HMR2.0 checkpoint) or
@@ -152,10 +104,6 @@ def load_base_model(cfg: FeatUpConfig) -> "HMR":
 
     torch.manual_seed(cfg.seed)
     return build_model(featup_deformable(cfg.size, cfg.factor))
-
-
-def model_size(model: "HMR") -> str:
-    return str(getattr(model.config, "size", "full"))
 
 
 def build_objective(model: "HMR", cfg: FeatUpConfig) -> "nn.ModuleDict":
@@ -318,9 +266,11 @@ class FeatUpTrainer:
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         state_path = stem.with_suffix(".state.pt")
-        _atomic(state_path, lambda tmp: torch.save(state, tmp))
-        _atomic(run_dir / "latest.json", lambda tmp: tmp.write_text(json.dumps(
-            {"step": self.step, "upsamplers": stacks.name, "state": state_path.name})))  # fmt: skip
+        with atomic_output(state_path) as tmp:
+            torch.save(state, tmp)
+        latest = {"step": self.step, "upsamplers": stacks.name, "state": state_path.name}
+        with atomic_output(run_dir / "latest.json") as tmp:
+            tmp.write_text(json.dumps(latest))
         return stacks
 
     def load(self, run_dir: Path) -> None:
@@ -339,89 +289,6 @@ class FeatUpTrainer:
         if "cuda_rng" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.step = int(state["step"])
-
-
-def _atomic(path: Path, write: Any) -> None:
-    """``write(tmp)`` then rename ``tmp`` onto ``path``."""
-    from mocap.paths import atomic_path
-
-    tmp = atomic_path(path)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-# ---- the upsamplers file and featup-deformable models ------------------------------------------
-def save_upsamplers(path: Path, objective: "nn.ModuleDict", metadata: dict[str, str]) -> None:
-    """Write the JBU stacks as ``upsamplers.<layer>.*`` tensors (a featup-deformable model's keys)."""
-    from safetensors.torch import save_file
-
-    tensors = {
-        f"upsamplers.{layer}.{k}": v.detach().cpu().contiguous()
-        for layer, part in objective.items()
-        for k, v in part.get_submodule("stack").state_dict().items()
-    }
-    _atomic(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
-
-
-def inject_upsamplers(model: "HMR", path: str | Path) -> list[str]:
-    """Load an upsamplers file (:func:`save_upsamplers`) into a featup-deformable ``model``.
-
-    Returns:
-        the keys loaded (every key of ``model.upsamplers``: strict).
-    Raises:
-        MocapError: not an upsamplers file, a model without JBU upsamplers, other layers/widths,
-            or stacks trained for a smaller factor than the model uses (untrained stages).
-    """
-    from safetensors import safe_open
-
-    path = Path(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
-    except Exception as exc:
-        raise MocapError(
-            f"{path} is not a safetensors file ({exc}); pass upsamplers.safetensors"
-        ) from exc
-    if meta.get("format") != FORMAT:
-        raise MocapError(f"{path} is not a FeatUp pretraining output; pass RUN/{UPSAMPLERS_FILE}")
-    if model.upsamplers is None or model.levels is None:
-        raise MocapError("the model has no JBU upsamplers; use a featup-deformable checkpoint")
-    if int(meta["factor"]) < model.levels.factor:
-        raise MocapError(f"{path} was trained for x{meta['factor']} but the model upsamples "
-                         f"x{model.levels.factor}; pretrain with --factor {model.levels.factor}")  # fmt: skip
-    state = {k[len("upsamplers.") :]: v for k, v in tensors.items() if k.startswith("upsamplers.")}
-    try:
-        model.upsamplers.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise MocapError(f"{path} does not fit this model's upsamplers ({str(exc).splitlines()[1:2]}); "
-                         "pretrain on the same backbone") from exc  # fmt: skip
-    return sorted(state)
-
-
-def export_model(base: "HMR", upsamplers: Path, factor: int, out: Path,
-                 mean_params: str | None = None) -> "HMR":  # fmt: skip
-    """A featup-deformable x ``factor`` checkpoint with ``base``'s backbone and trained upsamplers.
-
-    ``base`` is kept whole (head included) when it already is featup-deformable x ``factor``;
-    otherwise a fresh model of its size gets its backbone (head initialised from ``mean_params``).
-    """
-    from mocap.model.build import build_model, featup_deformable
-    from mocap.model.checkpoint import save_checkpoint
-
-    config = base.config
-    if config is None or config.variant != "featup-deformable" or config.levels.factor != factor:
-        config = featup_deformable(model_size(base), factor)
-        model = build_model(config, mean_params)
-        model.backbone.load_state_dict(base.backbone.state_dict())
-    else:
-        model = base
-    inject_upsamplers(model, upsamplers)
-    save_checkpoint(out, model, config, metadata={"featup_pretraining": str(upsamplers)})
-    return model
 
 
 # ---- the loop ------------------------------------------------------------------------------------
@@ -454,7 +321,8 @@ def train(cfg: FeatUpConfig, resume: bool = False) -> list[dict[str, float]]:
         trainer.load(run_dir)
     else:
         torch.manual_seed(cfg.seed)
-    _atomic(run_dir / "config.json", lambda tmp: tmp.write_text(json.dumps(asdict(cfg), indent=1)))
+    with atomic_output(run_dir / "config.json") as tmp:
+        tmp.write_text(json.dumps(asdict(cfg), indent=1))
     sampler = D.MixtureBatchSampler([pool], [1.0], cfg.batch_size, cfg.seed, trainer.step)
     loader: Any = torch.utils.data.DataLoader(  # ImageCrops: map-style, torch-free module
         cast(Any, dataset),
