@@ -24,8 +24,8 @@ from mocap.cli import main as mocap
 from mocap.model.checkpoint import load_checkpoint
 from mocap.model.crop import IMAGENET_MEAN, IMAGENET_STD
 from mocap.paths import atomic_output
-from mocap.train.featup import channel_norm
 from mocap.train.featup_data import ImageCrops, list_images
+from mocap.train.featup_trainer import channel_norm
 
 DATA = Path(
     os.environ.get("MOCAP_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")

@@ -29,15 +29,10 @@ from mocap.train.downsampler import (
     gaussian_blur,
     random_projection,
 )
-from mocap.train.featup import (
-    FeatUpConfig,
-    FeatUpTrainer,
-    build_objective,
-    load_base_model,
-    train,
-)
+from mocap.train.featup import FeatUpConfig, load_base_model, train
 from mocap.train.featup_data import ImageCrops, list_images
 from mocap.train.featup_export import export_model, inject_upsamplers
+from mocap.train.featup_trainer import FeatUpTrainer, build_objective
 from mocap.train.jitter import Jitter, sample_jitter
 
 
