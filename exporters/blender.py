@@ -1,7 +1,8 @@
 """FBX, .blend and glTF/GLB through Blender (bpy), run in a child process.
 
-All ``bpy`` code of mocap lives in this module and its child-process script ``_blender_child.py``
-(run as ``python exporters/_blender_child.py ...``, never imported by the pipeline), so Blender's
+All ``bpy`` code of mocap lives in this module and its child-process scripts ``_blender_child.py``
+(writing) and ``_blender_read.py`` (reading back), run as ``python exporters/_blender_*.py ...`` and
+never imported by the pipeline, so Blender's
 global state, its stdout chatter and its crashes never touch the pipeline. This side imports
 neither ``bpy`` nor torch.
 
@@ -78,8 +79,9 @@ BLENDER_FORMATS: dict[str, str] = {".fbx": "fbx", ".blend": "blend", ".glb": "gl
 # Y-up rig world -> Blender's Z-up world: (x, y, z) -> (x, -z, y).
 YUP_TO_ZUP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 
-# The bpy side (scene building, writers, read-back) runs as a script in the child process.
+# The bpy side runs as scripts in a child process: scene building and writers, and read-back.
 _CHILD = Path(__file__).resolve().with_name("_blender_child.py")
+_READER = Path(__file__).resolve().with_name("_blender_read.py")
 
 
 @dataclass
@@ -116,11 +118,14 @@ class SceneDump:
     meshes: list[MeshDump]
 
 
-def _run_child(args: list[str], timeout: float) -> tuple[int | None, str]:
-    """Run the child script; returns (exit code, or None on timeout; the telling output line)."""
+def _run_child(
+    args: list[str], timeout: float, script: Path | None = None
+) -> tuple[int | None, str]:
+    """Run a child script (default ``_CHILD``); returns (exit code, or None on timeout; the
+    telling output line)."""
     try:
         proc = subprocess.run(
-            [sys.executable, str(_CHILD), *args],
+            [sys.executable, str(script or _CHILD), *args],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -278,7 +283,7 @@ def read_with_blender(path: Path, mesh_samples: int = 3, timeout: float = 300.0)
         raise MocapError(f"cannot read {path} with Blender; give an existing .fbx/.blend/.glb file")
     with tempfile.TemporaryDirectory(prefix="mocap-blender-") as tmp:
         out = Path(tmp) / "dump.npz"
-        code, tail = _run_child(["read", str(path), str(out), str(mesh_samples)], timeout)
+        code, tail = _run_child([str(path), str(out), str(mesh_samples)], timeout, _READER)
         if code != 0 or not out.exists():
             raise RuntimeError(f"Blender could not read {path.name} (exit {code}): {tail}")
         with np.load(out) as z:

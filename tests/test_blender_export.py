@@ -223,7 +223,7 @@ def test_glb_holds_the_correctives_as_animated_morph_targets(
     written: Path, people: dict[str, Person]
 ):
     """Read from the file itself, not through Blender's importer (which widens the weight
-    sliders from the first key only, see ``_blender_child.widen_shape_key_sliders``)."""
+    sliders from the first key only, see ``_blender_read.widen_shape_key_sliders``)."""
     rig = people["person_1"].rig
     assert rig.mesh is not None and rig.mesh.pose_dirs is not None
     gltf, binary = glb_json(written / "person_1.glb")
