@@ -12,26 +12,23 @@ screen recordings) keeps its true timing. Rotation metadata (the display matrix,
 
 ``open_video`` reads the first frame at once, so a missing, empty or non-video file fails there with
 a :class:`~mocap.errors.MocapError` before any work starts. A video that breaks midway (truncated
-download, damaged packets) yields every frame that decodes and logs one warning.
+download, damaged packets) yields every frame that decodes and logs one warning. Folders of
+images are read by :mod:`mocap.pipeline.image_folder`.
 """
 
 import logging
 import math
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
-import cv2
 import numpy as np
 
 from mocap.errors import MocapError
+from mocap.pipeline.image_folder import DEFAULT_FOLDER_FPS, iter_folder, list_frames, read_image
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-DEFAULT_FOLDER_FPS = 30.0
 
 
 @dataclass(frozen=True)
@@ -93,11 +90,6 @@ def _normalise_rotation(degrees: float) -> int:
     return int(round(degrees / 90.0)) % 4 * 90
 
 
-def _natural_key(path: Path) -> list[int | str]:
-    """Sort key so that frame2.png comes before frame10.png."""
-    return [int(p) if p.isdigit() else p.lower() for p in re.split(r"(\d+)", path.name)]
-
-
 @dataclass
 class VideoSource:
     """A re-iterable stream of :class:`Frame` from a video file or an image folder.
@@ -132,7 +124,12 @@ class VideoSource:
         return max(0, math.ceil((hi - lo) * self.fps - 1e-6))
 
     def __iter__(self) -> Iterator[Frame]:
-        raw = self._iter_folder() if self.info.is_image_folder else self._iter_video()
+        if self.info.is_image_folder:
+            assert self.files is not None
+            size = (self.info.width, self.info.height)
+            raw = iter_folder(self.files, self.info.fps, size, self.start, self.end)
+        else:
+            raw = self._iter_video()
         index = 0
         count = 0  # frames inside [start, end), before stride
         next_due = -math.inf
@@ -175,23 +172,6 @@ class VideoSource:
                 w, h = h, w
             image = frame.to_ndarray(format="bgr24", width=w, height=h)
         return rotate_image(image, self.info.rotation)
-
-    def _iter_folder(self) -> Iterator[tuple[float, np.ndarray]]:
-        assert self.files is not None
-        first = self.files[0]
-        for i, path in enumerate(self.files):
-            time = i / self.info.fps
-            if self.start is not None and time < self.start - 1e-6:
-                continue  # skip reading images before the range
-            if self.end is not None and time >= self.end - 1e-6:
-                return
-            image = _read_image(path)
-            if image.shape[:2] != (self.info.height, self.info.width):
-                raise MocapError(
-                    f"{path} is {image.shape[1]}x{image.shape[0]} but {first} is "
-                    f"{self.info.width}x{self.info.height}; all images of a folder must share one size"
-                )
-            yield time, image
 
     def _iter_video(self) -> Iterator[tuple[float, np.ndarray]]:
         # Threaded decoding loses the frames still inside the decoder threads when a packet is
@@ -306,13 +286,6 @@ def _decode(
             yield frame
 
 
-def _read_image(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # applies EXIF orientation
-    if image is None:
-        raise MocapError(f"cannot read image {path}; remove it from the folder or re-save it")
-    return image
-
-
 def _open_container(path: Path) -> av.container.InputContainer:
     try:
         container = av.open(str(path), mode="r")
@@ -374,16 +347,9 @@ def _probe_video(path: Path) -> VideoInfo:
 
 
 def _probe_folder(path: Path, fps: float | None) -> tuple[VideoInfo, list[Path]]:
-    files = sorted(
-        (p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
-        key=_natural_key,
-    )
-    if not files:
-        raise MocapError(
-            f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}); give a video or a folder of frames"
-        )
+    files = list_frames(path)
     rate = fps or DEFAULT_FOLDER_FPS
-    height, width = _read_image(files[0]).shape[:2]
+    height, width = read_image(files[0]).shape[:2]
     info = VideoInfo(
         path=path,
         width=width,
