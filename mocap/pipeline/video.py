@@ -13,10 +13,10 @@ screen recordings) keeps its true timing. Rotation metadata (the display matrix,
 ``open_video`` reads the first frame at once, so a missing, empty or non-video file fails there with
 a :class:`~mocap.errors.MocapError` before any work starts. A video that breaks midway (truncated
 download, damaged packets) yields every frame that decodes and logs one warning. Folders of
-images are read by :mod:`mocap.pipeline.image_folder`.
+images are read by :mod:`mocap.pipeline.image_folder`, containers probed and decoded by
+:mod:`mocap.pipeline.video_container`.
 """
 
-import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,37 +27,14 @@ import numpy as np
 
 from mocap.errors import MocapError
 from mocap.pipeline.image_folder import DEFAULT_FOLDER_FPS, iter_folder, list_frames, read_image
-
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """What the source holds, before ``start``/``end``/``stride`` are applied.
-
-    Attributes:
-        path: the video file or image folder.
-        width, height: frame size in pixels after rotation (what :class:`Frame` images have).
-        fps: nominal frame rate (average rate of the stream; the given or default rate for folders).
-        num_frames: frame count from the container header (an estimate for some formats) or None.
-        duration: seconds, or None when the container does not say.
-        rotation: counter-clockwise degrees (0, 90, 180, 270) applied to decoded pixels.
-        codec: decoder name ("h264", "mpeg4", "vp9", ...) or "images" for a folder.
-        is_image_folder: True for a folder of images.
-        pixel_aspect: stored pixel width / height (sample aspect ratio). Non-square pixels (DV,
-            broadcast, some screen captures) are resampled to square ones, as players show them.
-    """
-
-    path: Path
-    width: int
-    height: int
-    fps: float
-    num_frames: int | None
-    duration: float | None
-    rotation: int
-    codec: str
-    is_image_folder: bool
-    pixel_aspect: float = 1.0
+from mocap.pipeline.video_container import (
+    Damage,
+    DamageFound,
+    VideoInfo,
+    decode_frames,
+    open_container,
+    probe_video,
+)
 
 
 @dataclass(frozen=True)
@@ -83,11 +60,6 @@ def rotate_image(image: np.ndarray, degrees: int) -> np.ndarray:
     """
     k = (round(degrees / 90.0)) % 4
     return image if k == 0 else np.ascontiguousarray(np.rot90(image, k))
-
-
-def _normalise_rotation(degrees: float) -> int:
-    """Snap an angle to 0/90/180/270 (display matrices carry small float errors)."""
-    return int(round(degrees / 90.0)) % 4 * 90
 
 
 @dataclass
@@ -179,21 +151,21 @@ class VideoSource:
         # frame yielded.
         last: float | None = None
         try:
-            for time, image in self._decode_pass(_Damage(strict=True), after=None):
+            for time, image in self._decode_pass(Damage(strict=True), after=None):
                 last = time
                 yield time, image
-        except _DamageFound as found:
-            damage = _Damage()
+        except DamageFound as found:
+            damage = Damage()
             yield from self._decode_pass(damage, after=last)
             if not damage.count:  # the re-read went through: report what the first pass met
                 damage.report(self.info.path, str(found), None)
 
     def _decode_pass(
-        self, damage: "_Damage", after: float | None
+        self, damage: "Damage", after: float | None
     ) -> Iterator[tuple[float, np.ndarray]]:
         """One pass from ``start`` (or the keyframe before ``after``); yields (time, image) of the
         frames after ``after``. Strict passes decode with threads and stop at the first damage."""
-        container = _open_container(self.info.path)
+        container = open_container(self.info.path)
         try:
             stream = container.streams.video[0]
             if damage.strict:
@@ -209,7 +181,7 @@ class VideoSource:
                 except av.error.FFmpegError:
                     container.seek(0)
             decoded = 0
-            for frame in _decode(container, stream, self.info.path, damage):
+            for frame in decode_frames(container, stream, self.info.path, damage):
                 decoded += 1
                 if frame.pts is None:
                     time = (decoded - 1) / self.info.fps
@@ -232,118 +204,6 @@ class VideoSource:
                     )
         finally:
             container.close()
-
-
-class _DamageFound(Exception):
-    """Raised inside a threaded decoding pass at the first damaged packet."""
-
-
-@dataclass
-class _Damage:
-    """Problems met while decoding one pass over a file (only the first is logged).
-
-    ``strict`` passes raise :class:`_DamageFound` instead, so that the caller can re-decode.
-    """
-
-    strict: bool = False
-    count: int = 0
-
-    def report(
-        self, path: Path, what: str, exc: Exception | None, recoverable: bool = False
-    ) -> None:
-        if self.strict and not recoverable:
-            raise _DamageFound(what)
-        if self.count == 0:
-            detail = f" ({exc})" if exc else ""
-            log.warning("%s: %s%s; keeping the frames that decode", path, what, detail)
-        self.count += 1
-
-
-def _decode(
-    container: av.container.InputContainer,
-    stream: av.video.stream.VideoStream,
-    path: Path,
-    damage: "_Damage",
-) -> Iterator[av.VideoFrame]:
-    """Decode ``stream`` packet by packet, skipping damaged packets and stopping at a broken tail."""
-    packets = container.demux(stream)
-    while True:
-        try:
-            packet = next(packets)
-        except StopIteration:
-            return
-        except av.error.FFmpegError as exc:  # unreadable container data: keep what we have
-            damage.report(path, "stopped at a damaged part of the file", exc)
-            return
-        try:
-            frames = packet.decode()
-        except av.error.FFmpegError as exc:
-            damage.report(path, "skipped damaged video data", exc)
-            continue
-        for frame in frames:
-            if frame.is_corrupt:  # concealed by the decoder: usable, but say so
-                damage.report(path, "some frames are damaged", None, recoverable=True)
-            yield frame
-
-
-def _open_container(path: Path) -> av.container.InputContainer:
-    try:
-        container = av.open(str(path), mode="r")
-    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
-        raise MocapError(
-            f"{path} is not a readable video ({exc.__class__.__name__}); "
-            "check the file or re-encode it, e.g. ffmpeg -i IN -c:v libx264 OUT.mp4"
-        ) from None
-    if not container.streams.video:
-        container.close()
-        raise MocapError(f"{path} has no video stream; give a video file or a folder of images")
-    return container
-
-
-def _probe_video(path: Path) -> VideoInfo:
-    """Open the file, decode its first frame and describe it; MocapError if nothing decodes."""
-    container = _open_container(path)
-    try:
-        stream = container.streams.video[0]
-        first = next(_decode(container, stream, path, _Damage()), None)
-        if first is None:
-            raise MocapError(
-                f"{path} has no decodable video frames (empty or damaged); "
-                "check the file or re-export it"
-            )
-        rotation = _normalise_rotation(first.rotation or 0.0)
-        tags = {k.lower(): v for k, v in stream.metadata.items()}
-        if rotation == 0 and "rotate" in tags:  # legacy tag (old FFmpeg, MKV): clockwise degrees
-            try:
-                rotation = _normalise_rotation(-float(tags["rotate"]))
-            except ValueError:
-                log.warning("%s: ignoring unreadable rotate tag %r", path, tags["rotate"])
-        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-        fps = float(rate) if rate else DEFAULT_FOLDER_FPS
-        duration = None
-        if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / av.time_base
-        sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
-        pixel_aspect = float(sar) if sar and 0.1 < float(sar) < 10 else 1.0
-        width, height = round(first.width * pixel_aspect), first.height
-        if rotation in (90, 270):
-            width, height = height, width
-        return VideoInfo(
-            path=path,
-            width=width,
-            height=height,
-            fps=fps,
-            num_frames=stream.frames or None,
-            duration=duration,
-            rotation=rotation,
-            codec=stream.codec_context.name,
-            is_image_folder=False,
-            pixel_aspect=pixel_aspect,
-        )
-    finally:
-        container.close()
 
 
 def _probe_folder(path: Path, fps: float | None) -> tuple[VideoInfo, list[Path]]:
@@ -401,7 +261,7 @@ def open_video(
         return VideoSource(info, start, end, stride, files=files)
     if path.stat().st_size == 0:
         raise MocapError(f"{path} is empty (0 bytes); re-copy or re-export the video")
-    info = _probe_video(path)
+    info = probe_video(path)
     if start is not None and info.duration is not None and start >= info.duration:
         raise MocapError(
             f"--start {start} s is past the end of {path} ({info.duration:.2f} s); choose an earlier start"
