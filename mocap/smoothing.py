@@ -3,7 +3,7 @@
 No model inside: filters over the arrays of one :class:`~mocap.motion.Track`.
 
 Rotations are never filtered component-wise as matrices or Euler angles. They become unit
-quaternions made sign-continuous over time, and every filter works in a tangent space: the log map
+quaternions (:mod:`mocap.quaternion`) made sign-continuous over time, and every filter works in a tangent space: the log map
 of each sample around the current estimate, a weighted mean of those rotation vectors, and the
 exp map back (a few Karcher iterations offline; one step per frame online). Translations are filtered
 with the same weights; betas are held at the per-track median.
@@ -24,11 +24,19 @@ and gaps are handled.
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 from mocap.body.skeleton import RestJointSource, track_joints
 from mocap.errors import MocapError
 from mocap.motion import Track
+from mocap.quaternion import (
+    matrix_to_quat,
+    quat_conj,
+    quat_exp,
+    quat_log,
+    quat_mul,
+    quat_to_matrix,
+    sign_continuous,
+)
 
 MODES: tuple[str, ...] = ("offline", "oneeuro", "none")
 
@@ -62,83 +70,6 @@ def jitter(joints: np.ndarray, fps: float) -> float:
         return 0.0
     acc = (joints[2:] - 2.0 * joints[1:-1] + joints[:-2]) * float(fps) ** 2
     return float(np.linalg.norm(acc, axis=-1).mean())
-
-
-# ---- unit quaternions (w, x, y, z) ---------------------------------------------------------------
-
-
-def _matrix_to_quat(rotmat: np.ndarray) -> np.ndarray:
-    """(...,3,3) rotation matrices -> (...,4) unit quaternions (w,x,y,z), w >= 0."""
-    shape = rotmat.shape[:-2]
-    xyzw = Rotation.from_matrix(rotmat.reshape(-1, 3, 3)).as_quat()
-    q = np.concatenate([xyzw[:, 3:], xyzw[:, :3]], axis=1)
-    q *= np.where(q[:, :1] < 0, -1.0, 1.0)
-    return q.reshape(*shape, 4)
-
-
-def _quat_to_matrix(quat: np.ndarray) -> np.ndarray:
-    """(...,4) quaternions (w,x,y,z), any norm -> (...,3,3) rotation matrices."""
-    shape = quat.shape[:-1]
-    q = quat.reshape(-1, 4)
-    return (
-        Rotation.from_quat(np.concatenate([q[:, 1:], q[:, :1]], axis=1))
-        .as_matrix()
-        .reshape(*shape, 3, 3)
-    )
-
-
-def quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Hamilton product of (...,4) quaternions (broadcasting)."""
-    aw, ax, ay, az = np.moveaxis(a, -1, 0)
-    bw, bx, by, bz = np.moveaxis(b, -1, 0)
-    return np.stack(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ],
-        axis=-1,
-    )
-
-
-def quat_conj(q: np.ndarray) -> np.ndarray:
-    """Conjugate (the inverse for unit quaternions) of (...,4)."""
-    return q * np.array([1.0, -1.0, -1.0, -1.0])
-
-
-def quat_log(q: np.ndarray) -> np.ndarray:
-    """(...,4) unit quaternions -> (...,3) rotation vectors (axis * angle), shortest rotation."""
-    q = np.where(q[..., :1] < 0, -q, q)
-    v = q[..., 1:]
-    s = np.linalg.norm(v, axis=-1, keepdims=True)
-    angle = 2.0 * np.arctan2(s, q[..., :1])
-    # angle / s -> 2 / w as s -> 0
-    scale = np.where(s > 1e-12, angle / np.maximum(s, 1e-12), 2.0 / np.maximum(q[..., :1], 1e-12))
-    return v * scale
-
-
-def quat_exp(r: np.ndarray) -> np.ndarray:
-    """(...,3) rotation vectors -> (...,4) unit quaternions."""
-    angle = np.linalg.norm(r, axis=-1, keepdims=True)
-    half = 0.5 * angle
-    sinc = np.where(angle > 1e-12, np.sin(half) / np.maximum(angle, 1e-12), 0.5 - angle**2 / 48.0)
-    return np.concatenate([np.cos(half), r * sinc], axis=-1)
-
-
-def sign_continuous(quat: np.ndarray) -> np.ndarray:
-    """Flip signs along axis 0 so that consecutive quaternions lie in the same hemisphere.
-
-    Args:
-        quat: (T,...,4). Returns a copy of the same shape describing the same rotations.
-    """
-    if len(quat) < 2:
-        return quat.copy()
-    dots = np.sum(quat[1:] * quat[:-1], axis=-1)
-    flips = np.cumprod(np.where(dots < 0, -1.0, 1.0), axis=0)
-    out = quat.copy()
-    out[1:] *= flips[..., None]
-    return out
 
 
 # ---- offline: zero-lag local-linear Gaussian regression ------------------------------------------
@@ -209,8 +140,8 @@ def smooth_offline(
     index, weights = _regression_weights(
         np.asarray(times, dtype=np.float64), OFFLINE_SIGMA_S * strength
     )
-    quat = sign_continuous(_matrix_to_quat(rotations))
-    rot = _quat_to_matrix(_offline_rotations(quat, index, weights))
+    quat = sign_continuous(matrix_to_quat(rotations))
+    rot = quat_to_matrix(_offline_rotations(quat, index, weights))
     trans = np.einsum("tk,tkc->tc", weights, transl[index])
     return rot, trans
 
@@ -266,7 +197,7 @@ class OneEuroFilter:
         Returns:
             Filtered (J,3,3) rotations and (3,) translation, depending only on frames seen so far.
         """
-        quat = _matrix_to_quat(rotations)
+        quat = matrix_to_quat(rotations)
         if not self.enabled or self._time is None:
             self._time, self._quat, self._transl = time, quat, np.array(transl, dtype=np.float64)
             self._rot_speed = np.zeros(len(quat))
@@ -289,7 +220,7 @@ class OneEuroFilter:
             self._transl
             + _alpha(self.min_cutoff + self.beta_transl * self._transl_speed, dt) * step
         )
-        return _quat_to_matrix(self._quat), self._transl.copy()
+        return quat_to_matrix(self._quat), self._transl.copy()
 
 
 def smooth_oneeuro(

@@ -9,10 +9,10 @@ from scipy.spatial.transform import Rotation, Slerp
 from mocap.body.skeleton import track_joints
 from mocap.errors import MocapError
 from mocap.motion import Track
+from mocap.quaternion import sign_continuous
 from mocap.smoothing import (
     OneEuroFilter,
     jitter,
-    sign_continuous,
     smooth_offline,
     smooth_track,
 )
