@@ -1,8 +1,8 @@
 """FBX, .blend and glTF/GLB through Blender (bpy), run in a child process.
 
 All ``bpy`` code of mocap lives in this module and its child-process scripts ``_blender_child.py``
-(writing) and ``_blender_read.py`` (reading back), run as ``python exporters/_blender_*.py ...`` and
-never imported by the pipeline, so Blender's
+(writing, with the scene builders of ``_blender_scene.py``) and ``_blender_read.py`` (reading
+back), run as ``python exporters/_blender_*.py ...`` and never imported by the pipeline, so Blender's
 global state, its stdout chatter and its crashes never touch the pipeline. This side imports
 neither ``bpy`` nor torch.
 
