@@ -93,7 +93,11 @@ def child(case: dict[str, Any]) -> dict[str, Any]:
     )  # YOLO's one-off set-up, as build_engines does
     engines = Engines(detector, predictor, None, case["variant"], {}, "built-in skeleton")
     settings = RunSettings(
-        end=case.get("end"), formats=["npz"], batch_size=case["batch"], min_track_length=1
+        end=case.get("end"),
+        formats=case.get("formats", ["npz"]),
+        smooth=case.get("smooth", "offline"),
+        batch_size=case["batch"],
+        min_track_length=1,
     )
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
