@@ -13,6 +13,10 @@ and larger maps of the same configuration are skipped (marked "-"). Peak memory 
 batch 8 (JBU x16 of both tapped layers + the 6-layer head, inference) is measured in a fresh
 process as the growth of its peak resident set.
 
+The reference path runs in fp32 only unless ``--reference-bf16``: on a CPU without AVX-512-BF16 /
+AMX, PyTorch's bf16 GEMM is a slow fallback (a 1024^3 product took ~7 s), and one bf16 reference
+layer at x1 had not finished after 12 minutes.
+
 Threads: default 1. The team's 2-core machine is shared by several engineers; under that load two
 OpenMP threads spin against each other and ran a decoder layer ~10x slower than one thread.
 """
@@ -81,7 +85,9 @@ def timed_interleaved(
     return {key: statistics.median(runs[key]) if key in runs else first[key] for key in first}
 
 
-def bench_decoder(repeats: int, budget: float, batch: int = 2) -> dict[str, dict[int, float]]:
+def bench_decoder(
+    repeats: int, budget: float, reference_dtypes: tuple[str, ...] = ("fp32",), batch: int = 2
+) -> dict[str, dict[int, float]]:
     """Seconds per crop by '<part> <path> <dtype>' and factor."""
     torch.manual_seed(0)
     results: dict[str, dict[int, float]] = {}
@@ -93,7 +99,7 @@ def bench_decoder(repeats: int, budget: float, batch: int = 2) -> dict[str, dict
         pos = torch.randn(batch, QUERIES, D_MODEL, dtype=dtype)
         ref = torch.rand(batch, QUERIES, 2, dtype=dtype)
         maps = {factor: levels_for(factor, batch, dtype) for factor in FACTORS}
-        for path in ("fast", "reference"):
+        for path in ("fast", "reference") if name in reference_dtypes else ("fast",):
             reference = path == "reference"
             for part in ("layer", "head"):
                 key = f"{part} {path} {name}"
@@ -226,9 +232,20 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=60.0, help="seconds before skipping")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (see docstring)")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(
+        "--reference-bf16", action="store_true", help="also time the reference path in bf16"
+    )
+    parser.add_argument("--decoder-json", type=Path, help="reuse decoder times saved by a run")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    dec = bench_decoder(args.repeats, args.budget)
+    if args.decoder_json is not None:
+        saved = json.loads(args.decoder_json.read_text())
+        dec = {k: {int(f): t for f, t in row.items()} for k, row in saved.items()}
+    else:
+        dec = bench_decoder(
+            args.repeats, args.budget, ("fp32", "bf16") if args.reference_bf16 else ("fp32",)
+        )
+        Path("/tmp/bench_decoder.json").write_text(json.dumps(dec))
     jbu = bench_jbu(args.repeats, args.budget)
     peak = peak_memory_x16_batch8()
     text = report(dec, jbu, peak)
