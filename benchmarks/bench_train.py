@@ -95,7 +95,7 @@ def main() -> None:
                         flush=True,
                     )
                 (img, img_setup), (cache, cache_setup) = result[False], result[True]
-                rows.append(f"| {variant} | {size} | {1 / img:.2f} | {1 / cache:.2f} | {img / cache:.1f}x |"
+                rows.append(f"| {variant} | {size} | {1 / img:.3g} | {1 / cache:.3g} | {img / cache:.1f}x |"
                             f" {cache_setup - img_setup:.1f} s |")  # fmt: skip
     table = "\n".join(
         [
