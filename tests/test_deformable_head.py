@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from mocap.errors import MocapError
+from mocap.geometry import rot6d_to_rotmat
 from mocap.model.deformable_head import build_deformable_head
 
 LEVEL_SHAPES = [(16, 12), (64, 48), (16, 12), (64, 48)]
@@ -72,6 +73,14 @@ def test_starts_near_the_real_smpl_mean(mean_params_path) -> None:
         out.cam, torch.from_numpy(mean["cam"]).expand(2, 3), atol=0.05, rtol=0
     )
     assert not torch.equal(out.betas[0], torch.from_numpy(mean["shape"]))
+    # and the pose starts at the true mean pose: the file's SPIN-layout 6D read SPIN's way
+    # (a1 = x[0::2], a2 = x[1::2]), a proper rotation per joint with the root facing the camera
+    spin6d = torch.from_numpy(mean["pose"]).float().reshape(24, 3, 2)
+    expected = rot6d_to_rotmat(spin6d.transpose(1, 2).reshape(24, 6))
+    torch.testing.assert_close(out.rotmat, expected.expand(2, 24, 3, 3), atol=0.05, rtol=0)
+    torch.testing.assert_close(
+        expected[0], torch.diag(torch.tensor([1.0, -1.0, -1.0])), atol=1e-5, rtol=0
+    )
 
 
 def test_gradients_reach_every_parameter(mean_params_path) -> None:

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from scipy.spatial.transform import Rotation
 
 from mocap.body.smpl import BodyModel, load_body_model
 from mocap.cli import main as mocap_main
@@ -218,21 +217,6 @@ def write_consistent_h36m(shared_data: Path, out: Path, body: BodyModel) -> str:
     return f"{out}:{root}/images/h36m"
 
 
-def upright_mean_params(shared_data: Path, out: Path) -> Path:
-    """smpl_mean_params.npz re-encoded for the model's 6D layout (columns a1 = x[0:3], a2 = x[3:6]).
-
-    The file stores SPIN's interleaved layout; read as contiguous, its frames are nearly
-    degenerate (a2 ~ -a1 for the root), which starts training from arbitrary rotations.
-    """
-    d = dict(np.load(shared_data / "spin_npz" / "smpl_mean_params.npz"))
-    x = d["pose"].reshape(24, 3, 2).astype(np.float64)
-    rot = Rotation.from_matrix(np.stack([x[..., 0], x[..., 1], np.cross(x[..., 0], x[..., 1])], -1))
-    mats = rot.as_matrix()  # orthonormalised
-    d["pose"] = np.concatenate([mats[..., 0], mats[..., 1]], -1).reshape(-1).astype(np.float32)
-    np.savez(out, **d)
-    return out
-
-
 STEPS = 100
 
 
@@ -243,7 +227,8 @@ def train_inputs(
     tmp = tmp_path_factory.mktemp("train_inputs")
     return {
         "data": [write_consistent_h36m(shared_data, tmp / "h36m.npz", body)],
-        "mean_params": str(upright_mean_params(shared_data, tmp / "mean.npz")),
+        # the deformable head re-encodes the file's SPIN 6D layout itself (spin_pose_to_columns)
+        "mean_params": str(shared_data / "spin_npz" / "smpl_mean_params.npz"),
     }
 
 

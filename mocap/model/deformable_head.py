@@ -33,7 +33,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mocap.geometry import rot6d_to_rotmat
-from mocap.model.hmr2_head import HeadOutput, MeanParams, load_mean_params
+from mocap.model.hmr2_head import (
+    HeadOutput,
+    MeanParams,
+    load_mean_params,
+    spin_pose_to_columns,
+)
 from mocap.model.msdeform_attn import MSDeformAttn
 
 NUM_JOINTS = 24
@@ -157,7 +162,9 @@ class DeformableHead(nn.Module):
         self.init_body_pose: Tensor
         self.init_betas: Tensor
         self.init_cam: Tensor
-        self.register_buffer("init_body_pose", torch.as_tensor(mean_params["pose"]).float()[None])
+        # The mean pose file is in SPIN's 6D layout: start from the true mean (see the helper).
+        pose = spin_pose_to_columns(mean_params["pose"])
+        self.register_buffer("init_body_pose", torch.as_tensor(pose).float()[None])
         self.register_buffer("init_betas", torch.as_tensor(mean_params["shape"]).float()[None])
         self.register_buffer("init_cam", torch.as_tensor(mean_params["cam"]).float()[None])
 

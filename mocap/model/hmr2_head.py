@@ -77,6 +77,23 @@ def load_mean_params(source: str | Path | MeanParams | None) -> MeanParams:
     return out
 
 
+def spin_pose_to_columns(pose: np.ndarray) -> np.ndarray:
+    """Re-encode a 6D pose from SPIN's interleaved layout into HMR2.0's contiguous one.
+
+    ``smpl_mean_params.npz`` was written for SPIN, whose 6D reads each joint as a (3, 2) matrix
+    (columns a1 = x[0::2], a2 = x[1::2]); HMR2.0 reads a1 = x[0:3], a2 = x[3:6] from the same file,
+    which makes its starting pose degenerate (a1 = -a2 at the root). HMR2.0's head keeps that for
+    checkpoint compatibility; heads trained by mocap start from the true mean pose.
+
+    Arguments:
+        pose: (24 * 6,) or (24, 6) SPIN-layout 6D.
+    Returns:
+        (24 * 6,) float32 in the contiguous layout of :func:`mocap.geometry.rot6d_to_rotmat`.
+    """
+    x = np.asarray(pose, np.float32).reshape(-1, 3, 2)
+    return np.ascontiguousarray(x.transpose(0, 2, 1)).reshape(-1)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention: fused bias-free to_qkv, q | k | v chunks, head-major."""
 
