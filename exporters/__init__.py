@@ -16,10 +16,11 @@ a temporary name and renamed; a failure of one person or format is recorded in t
 the others are still written.
 """
 
+import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
@@ -93,6 +94,23 @@ def parse_formats(formats: str | Sequence[str]) -> list[str]:
     return out
 
 
+def joint_positions(rig: RigAnimation, chunk: int = 1024) -> np.ndarray:
+    """``rig.world_positions()`` (T,J,3), computed ``chunk`` frames at a time.
+
+    Forward kinematics keeps a float64 (T,J,3,3) array of global rotations; blocks keep that
+    working set flat in clip length. Same values as ``rig.world_positions()``.
+    """
+    t, j = rig.local_rotations.shape[:2]
+    out = np.empty((t, j, 3))
+    for start in range(0, t, chunk):
+        sl = slice(start, start + chunk)
+        part = replace(
+            rig, local_rotations=rig.local_rotations[sl], root_positions=rig.root_positions[sl]
+        )
+        out[sl] = part.world_positions()
+    return out
+
+
 def write_rig_npz(rig: RigAnimation, path: Path, betas: np.ndarray | None = None) -> Path:
     """Write one person's animation as npz (atomic). Y-up world, metres, rotation matrices.
 
@@ -108,7 +126,7 @@ def write_rig_npz(rig: RigAnimation, path: Path, betas: np.ndarray | None = None
         "rest_offsets": rig.rest_offsets,
         "root_positions": rig.root_positions,
         "local_rotations": rig.local_rotations,
-        "joint_positions": rig.world_positions(),
+        "joint_positions": joint_positions(rig),
         "fps": np.array(rig.fps),
         "frame_start": np.array(rig.frame_start),
         "global_orient": rig.local_rotations[:, 0],
@@ -119,8 +137,29 @@ def write_rig_npz(rig: RigAnimation, path: Path, betas: np.ndarray | None = None
     if betas is not None:
         arrays["betas"] = np.asarray(betas)
     with atomic_output(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
+        _savez_blocks(fh, arrays)
     return path
+
+
+def _savez_blocks(fh: BinaryIO, arrays: dict[str, np.ndarray], block_bytes: int = 1 << 20) -> None:
+    """``np.savez`` (uncompressed, same keys, read back by ``np.load``) written a block of rows at a time.
+
+    ``np.savez`` copies each array through 16 MiB buffers (two at once); blocks keep the copy
+    of a long clip's arrays to about ``block_bytes``.
+    """
+    with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, value in arrays.items():
+            a = np.asarray(value)
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as out:
+                np.lib.format.write_array_header_1_0(
+                    out, np.lib.format.header_data_from_array_1_0(a)
+                )
+                if a.ndim == 0:
+                    out.write(a.tobytes())
+                    continue
+                rows = max(1, block_bytes // max(a[:1].nbytes, 1))
+                for start in range(0, len(a), rows):
+                    out.write(np.ascontiguousarray(a[start : start + rows]).tobytes())
 
 
 def _write_native(

@@ -13,6 +13,7 @@ File layout written by :func:`write_bvh`:
     - World: Y up, right-handed, metres or centimetres (``units``); Frame Time = 1 / fps.
 """
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from mocap.errors import MocapError
 from mocap.paths import atomic_output
 
 UNIT_SCALE: dict[str, float] = {"m": 1.0, "cm": 100.0}
+FRAME_CHUNK = 1024  # frames per scipy conversion: memory flat in clip length
 ROTATION_ORDER = "ZXY"  # intrinsic: R = Rz @ Rx @ Ry; the channel order written in the file
 _ROTATION_CHANNELS = " ".join(f"{axis}rotation" for axis in ROTATION_ORDER)
 _END_SITE_FRACTION = 0.5  # End Site length relative to the leaf joint's own bone
@@ -60,15 +62,21 @@ def rotations_to_euler(rotations: np.ndarray) -> np.ndarray:
     """(T,J,3,3) rotation matrices -> (T,J,3) continuous Euler angles in degrees, ROTATION_ORDER
     (for ZXY: z, x, y with R = Rz @ Rx @ Ry)."""
     t, j = rotations.shape[:2]
-    # scipy's upper-case sequences are intrinsic: "ZXY" gives R = Rz @ Rx @ Ry
-    angles = Rotation.from_matrix(rotations.reshape(-1, 3, 3)).as_euler(
-        ROTATION_ORDER, degrees=True
-    )
-    return _unwrap_euler(angles.reshape(t, j, 3))
+    angles = np.empty((t, j, 3))
+    for start in range(0, t, FRAME_CHUNK):  # scipy's temporaries are several times its output
+        block = rotations[start : start + FRAME_CHUNK]
+        # scipy's upper-case sequences are intrinsic: "ZXY" gives R = Rz @ Rx @ Ry
+        angles[start : start + FRAME_CHUNK] = (
+            Rotation.from_matrix(block.reshape(-1, 3, 3))
+            .as_euler(ROTATION_ORDER, degrees=True)
+            .reshape(len(block), j, 3)
+        )
+    return _unwrap_euler(angles)
 
 
-def bvh_text(rig: RigAnimation, units: str = "m") -> str:
-    """The BVH file for ``rig`` as a string (see the module docstring for the layout)."""
+def _bvh_parts(rig: RigAnimation, units: str) -> tuple[list[str], np.ndarray]:
+    """The BVH file for ``rig`` (see the module docstring for the layout): its lines up to and
+    including ``Frame Time`` and the (T,C) channel values of the motion lines."""
     if units not in UNIT_SCALE:
         raise MocapError(f"unknown units {units!r}; use m or cm")
     scale = UNIT_SCALE[units]
@@ -105,17 +113,34 @@ def bvh_text(rig: RigAnimation, units: str = "m") -> str:
         [np.asarray(rig.root_positions) * scale, euler.reshape(len(euler), -1)], axis=1
     )
     lines += ["MOTION", f"Frames: {rig.num_frames}", f"Frame Time: {1.0 / rig.fps:.10f}"]
-    lines += [" ".join(f"{v:.6f}" for v in row) for row in values]
-    return "\n".join(lines) + "\n"
+    return lines, values
+
+
+def _motion_lines(values: np.ndarray) -> Iterator[str]:
+    """One line of channel values per frame (``values`` (T,C))."""
+    for row in values:
+        yield " ".join(f"{v:.6f}" for v in row)
+
+
+def bvh_text(rig: RigAnimation, units: str = "m") -> str:
+    """The BVH file for ``rig`` as a string (see the module docstring for the layout)."""
+    header, values = _bvh_parts(rig, units)
+    return "\n".join([*header, *_motion_lines(values)]) + "\n"
 
 
 def write_bvh(rig: RigAnimation, path: str | Path, units: str = "m") -> Path:
-    """Write ``rig`` as a BVH file atomically (temporary name, then rename)."""
+    """Write ``rig`` as a BVH file atomically (temporary name, then rename).
+
+    The motion lines are streamed to the file (same bytes as :func:`bvh_text`), so memory does
+    not grow with the text of long clips.
+    """
     path = Path(path)
-    text = bvh_text(rig, units)
+    header, values = _bvh_parts(rig, units)
     try:
-        with atomic_output(path) as tmp:
-            tmp.write_text(text)
+        with atomic_output(path) as tmp, open(tmp, "w") as fh:
+            fh.write("\n".join(header) + "\n")
+            for line in _motion_lines(values):
+                fh.write(line + "\n")
     except OSError as exc:
         raise MocapError(
             f"cannot write {path}: {exc.strerror}; choose a writable output folder"

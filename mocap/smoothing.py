@@ -21,9 +21,11 @@ One-Euro cutoffs). Filters honour per-frame timestamps (``Track.times``), so var
 and gaps are handled.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from mocap.body.skeleton import RestJointSource, track_joints
 from mocap.errors import MocapError
@@ -45,6 +47,7 @@ ONEEURO_MIN_CUTOFF_HZ = 1.0  # One-Euro cutoff when still, at strength 1
 ONEEURO_BETA = 0.3  # cutoff increase (Hz) per rad/s of joint rotation speed, at strength 1
 ONEEURO_BETA_TRANSL = 1.0  # cutoff increase (Hz) per m/s of root speed, at strength 1
 ONEEURO_D_CUTOFF_HZ = 1.0  # cutoff of the speed estimate
+FRAME_CHUNK = 1024  # frames per block in whole-sequence conversions: memory flat in track length
 
 
 @dataclass(frozen=True)
@@ -106,8 +109,8 @@ def _regression_weights(times: np.ndarray, sigma: float) -> tuple[np.ndarray, np
 def _offline_rotations(quat: np.ndarray, index: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Weighted Karcher mean on SO(3) per frame. quat (T,J,4) sign-continuous -> (T,J,4)."""
     out = np.empty_like(quat)
-    # bounded memory: about 16 MB per (C,K,J,4) temporary, whatever the kernel width
-    chunk = max(1, 500_000 // (index.shape[1] * quat.shape[1]))
+    # bounded memory: about 3 MB per (C,K,J,4) temporary, whatever the kernel width
+    chunk = max(1, 100_000 // (index.shape[1] * quat.shape[1]))
     for start in range(0, len(quat), chunk):
         sl = slice(start, start + chunk)
         mean = quat[sl].copy()  # (C,J,4) initial estimate: the sample itself
@@ -122,7 +125,11 @@ def _offline_rotations(quat: np.ndarray, index: np.ndarray, weights: np.ndarray)
 
 
 def smooth_offline(
-    rotations: np.ndarray, transl: np.ndarray, times: np.ndarray, strength: float = 1.0
+    rotations: np.ndarray,
+    transl: np.ndarray,
+    times: np.ndarray,
+    strength: float = 1.0,
+    dtype: npt.DTypeLike = np.float64,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Zero-lag smoothing of a whole sequence.
 
@@ -133,17 +140,35 @@ def smooth_offline(
         strength: 0 = off, 1 = default (Gaussian sigma 0.05 s), 2 = strong.
 
     Returns:
-        Smoothed (T,J,3,3) rotations and (T,3) translations.
+        Smoothed (T,J,3,3) rotations (of ``dtype``; the filter itself runs in float64) and (T,3)
+        translations.
     """
     if strength <= 0 or len(times) < 3:
-        return rotations.copy(), transl.copy()
+        return rotations.astype(dtype), transl.copy()
     index, weights = _regression_weights(
         np.asarray(times, dtype=np.float64), OFFLINE_SIGMA_S * strength
     )
-    quat = sign_continuous(matrix_to_quat(rotations))
-    rot = quat_to_matrix(_offline_rotations(quat, index, weights))
+    quat = sign_continuous(_blocks(matrix_to_quat, rotations, rotations.shape[1:-2] + (4,)))
+    mean = _offline_rotations(quat, index, weights)
+    rot = _blocks(quat_to_matrix, mean, mean.shape[1:-1] + (3, 3), dtype)
     trans = np.einsum("tk,tkc->tc", weights, transl[index])
     return rot, trans
+
+
+def _blocks(
+    fn: Callable[[np.ndarray], np.ndarray],
+    x: np.ndarray,
+    shape: tuple[int, ...],
+    dtype: npt.DTypeLike = np.float64,
+) -> np.ndarray:
+    """``fn`` applied to blocks of FRAME_CHUNK frames of x (T,...) -> (T,*shape) of ``dtype``.
+
+    For per-frame functions whose temporaries (scipy's) are several times their output.
+    """
+    out = np.empty((len(x),) + shape, dtype=dtype)
+    for start in range(0, len(x), FRAME_CHUNK):
+        out[start : start + FRAME_CHUNK] = fn(x[start : start + FRAME_CHUNK])
+    return out
 
 
 # ---- online: One-Euro on SO(3) -------------------------------------------------------------------
@@ -285,7 +310,9 @@ def smooth_track(
     rotations = np.concatenate([track.global_orient[:, None], track.body_pose], axis=1)
     transl = np.asarray(track.transl, dtype=np.float64)
     if mode == "offline":
-        rotations, transl = smooth_offline(rotations, transl, times, strength)
+        rotations, transl = smooth_offline(
+            rotations, transl, times, strength, dtype=track.body_pose.dtype
+        )
     elif mode == "oneeuro":
         rotations, transl = smooth_oneeuro(rotations, transl, times, strength)
     betas = np.broadcast_to(np.median(track.betas, axis=0), track.betas.shape).copy()
@@ -296,7 +323,21 @@ def smooth_track(
         betas=betas.astype(track.betas.dtype),
     )
     fps = _clip_fps(times)
-    report = JitterReport(
-        jitter(track_joints(track, body), fps), jitter(track_joints(smoothed, body), fps)
-    )
+    report = JitterReport(jitter(_joints(track, body), fps), jitter(_joints(smoothed, body), fps))
     return smoothed, report
+
+
+def _joints(track: Track, body: RestJointSource | None) -> np.ndarray:
+    """``track_joints`` (T,24,3) computed FRAME_CHUNK frames at a time (its FK temporaries are
+    float64 (T,24,3,3) arrays)."""
+    out = np.empty((len(track), 24, 3))
+    for start in range(0, len(track), FRAME_CHUNK):
+        sl = slice(start, start + FRAME_CHUNK)
+        part = track.replace(
+            **{
+                name: getattr(track, name)[sl]
+                for name in ("frames", "times", "global_orient", "body_pose", "betas", "transl")
+            }
+        )
+        out[sl] = track_joints(part, body)
+    return out

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
+from exporters import joint_positions
 from exporters.rig import RigAnimation, RigMesh, smpl_pose_dirs
 from mocap.body.skeleton import (
     FOOT_JOINTS,
@@ -132,7 +133,7 @@ def skeleton_for(track: Track, body: BodySource | None) -> Skeleton:
 
 def _sole_contacts(rig: RigAnimation, skeleton: Skeleton) -> np.ndarray:
     """(T,3) per frame, the lowest sole point of the person (ankle/foot joint minus its clearance)."""
-    feet = rig.world_positions()[:, FOOT_JOINTS]  # (T,4,3)
+    feet = joint_positions(rig)[:, FOOT_JOINTS]  # (T,4,3)
     feet[..., 1] -= skeleton.sole_clearance[list(FOOT_JOINTS)]
     return feet[np.arange(len(feet)), feet[..., 1].argmin(axis=1)]
 
