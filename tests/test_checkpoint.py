@@ -176,8 +176,9 @@ def test_init_checkpoint_command(
     a, b, c = (load_checkpoint(p).state_dict() for p in (out, same, other))
     assert all(torch.equal(a[k], b[k]) for k in a)  # seeded
     assert not torch.equal(a["head.decpose.weight"], c["head.decpose.weight"])
-    # Without mean parameters the estimate starts at the identity pose.
-    assert c["head.init_body_pose"][0, :6].tolist() == [1, 0, 0, 0, 1, 0]
+    # Without mean parameters the estimate starts from the neutral stand-in (SPIN 6D layout, as the
+    # real file): root turned 180 degrees about x (upright, facing the camera), other joints at rest.
+    assert c["head.init_body_pose"][0, :12].tolist() == [1, 0, 0, -1, 0, 0, 1, 0, 0, 1, 0, 0]
     assert not torch.equal(a["head.init_body_pose"], c["head.init_body_pose"])
     with pytest.raises(MocapError, match="factor"):
         init_cmd.run(_init_args("hmr2", "--size", "tiny", "--factor", "4", "-o", str(out)))

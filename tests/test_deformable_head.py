@@ -124,3 +124,13 @@ def test_state_dict_layout(mean_params_path) -> None:
 def test_unreadable_mean_params_is_a_user_error(tmp_path) -> None:
     with pytest.raises(MocapError):
         _tiny_head(tmp_path / "missing.npz")
+
+
+def test_neutral_stand_in_starts_upright_facing_the_camera() -> None:
+    head = _tiny_head(None).eval()
+    out = head(_levels([32] * 4))
+    upright = torch.diag(torch.tensor([1.0, -1.0, -1.0]))
+    torch.testing.assert_close(out.rotmat[:, 0], upright.expand(2, 3, 3), atol=0.05, rtol=0)
+    torch.testing.assert_close(
+        out.rotmat[:, 1:], torch.eye(3).expand(2, 23, 3, 3), atol=0.05, rtol=0
+    )

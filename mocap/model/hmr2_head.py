@@ -41,14 +41,16 @@ class HeadOutput:
 
 
 def neutral_mean_params() -> MeanParams:
-    """Stand-in for ``smpl_mean_params.npz``: identity rotations, zero betas, cam (0.9, 0, 0).
+    """Stand-in for ``smpl_mean_params.npz``: an upright body facing the camera (root rotated 180
+    degrees about x, as in the real file), other joints at rest, zero betas, cam (0.9, 0, 0).
 
-    Only used to initialise a model when the real file is not at hand; loading any checkpoint
-    overwrites these buffers.
+    Stored in the file's SPIN 6D layout (see :func:`spin_pose_to_columns`). Only used to initialise
+    a model when the real file is not at hand; loading any checkpoint overwrites these buffers.
     """
-    identity_6d = np.tile(np.array([1, 0, 0, 0, 1, 0], dtype=np.float32), NUM_JOINTS)
+    pose = np.tile(np.array([1, 0, 0, 1, 0, 0], dtype=np.float32), NUM_JOINTS)
+    pose[:6] = (1, 0, 0, -1, 0, 0)  # first two columns of diag(1, -1, -1), row-major (3, 2)
     return {
-        "pose": identity_6d,
+        "pose": pose,
         "shape": np.zeros(10, np.float32),
         "cam": np.array([0.9, 0.0, 0.0], np.float32),
     }
