@@ -96,19 +96,35 @@ def test_joint_only_ground_truth_uses_lsp_joints(shared_data, smpl_with_h36m):
 
 
 def test_mocap_eval_command_writes_tables(shared_data, smpl_with_h36m, tmp_path, capsys):
-    ckpt = tmp_path / "tiny.safetensors"
-    assert main(["init-checkpoint", "featup-deformable", "--size", "tiny", "-o", str(ckpt)]) == 0
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    for ckpt, seed in ((a, "1"), (b, "2")):
+        argv = ["init-checkpoint", "featup-deformable", "--size", "tiny", "--seed", seed]
+        assert main([*argv, "-o", str(ckpt)]) == 0
     root = shared_data / "spin_npz"
-    data = f"{root / 'test_h36m.npz'}:{root / 'images' / 'h36m'}"
+    h36m = f"{root / 'test_h36m.npz'}:{root / 'images' / 'h36m'}"
+    hdp = f"{root / 'test_3dhp_test.npz'}:{root / 'images' / 'mpi_inf_3dhp'}"
     out = tmp_path / "eval"
-    code = main(["eval", "--checkpoint", str(ckpt), "--data", data, "--smpl", str(smpl_with_h36m),
-                 "-o", str(out), "--batch-size", "2"])  # fmt: skip
+    code = main(["eval", "--checkpoint", str(a), str(b), "--data", h36m, "--data", hdp,
+                 "--smpl", str(smpl_with_h36m), "-o", str(out), "--batch-size", "2"])  # fmt: skip
     assert code == 0
     tables = (out / "tables.md").read_text()
-    assert "Table 1" in tables and "FeatUp x4" in tables and "Table 2" in tables
-    (row,) = json.loads((out / "results.json").read_text())
-    assert row["N"] == 4 and row["factor"] == 4
-    assert all(np.isfinite(row[k]) and row[k] > 0 for k in ("MPJPE", "PA-MPJPE", "PVE"))
+    for name in ("test_h36m.npz", "test_3dhp_test.npz"):
+        assert f"Table 1: {name}" in tables and f"Table 2: upsampling factor, {name}" in tables
+    # two checkpoints of the same variant are told apart by file name
+    assert "[a.safetensors]" in tables and "[b.safetensors]" in tables
+    rows = json.loads((out / "results.json").read_text())
+    assert [(Path(r["checkpoint"]).name, Path(r["data"]).name, r["N"]) for r in rows] == [
+        ("a.safetensors", "test_h36m.npz", 4),
+        ("a.safetensors", "test_3dhp_test.npz", 2),
+        ("b.safetensors", "test_h36m.npz", 4),
+        ("b.safetensors", "test_3dhp_test.npz", 2),
+    ]
+    for r in rows:
+        assert r["factor"] == 4 and all(
+            np.isfinite(r[k]) and r[k] > 0 for k in ("MPJPE", "PA-MPJPE")
+        )
+        assert ("PVE" in r) == (r["N"] == 4)  # PVE only where SMPL ground truth exists
+    assert rows[0]["MPJPE"] != rows[2]["MPJPE"]  # different weights, different errors
 
 
 def test_mocap_eval_without_smpl_is_one_clear_line(shared_data, tmp_path, capsys, monkeypatch):

@@ -17,13 +17,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint", nargs="+", required=True, help="mocap or HMR2.0 checkpoints"
     )
-    parser.add_argument("--data", required=True, help="NPZ[:IMGROOT] in the SPIN layout")
+    parser.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        help="NPZ[:IMGROOT] in the SPIN layout; repeat for several datasets (one table each)",
+    )
     parser.add_argument("--smpl", help="neutral SMPL file or folder (default: $MOCAP_SMPL, cache)")
     parser.add_argument("--gt-smpl", help="SMPL model for ground-truth parameters (default --smpl)")
     parser.add_argument("-o", "--out", default="eval", help="output folder (default: eval)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    parser.add_argument("--batch-size", type=int, default=16, help="crops per forward pass")
+    parser.add_argument(
+        "--device", default="auto", choices=("auto", "cpu", "cuda"), help="compute device"
+    )
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "bf16", "fp16"),
+        help="backbone precision (default fp32, the paper's numbers)",
+    )
     parser.add_argument("--limit", type=int, help="evaluate only the first N samples")
 
 
@@ -47,17 +59,18 @@ def _fmt(row: dict[str, float], key: str) -> str:
 
 
 def tables(rows: list[tuple[str, int | None, dict[str, float]]], dataset: str) -> str:
-    """Markdown Table 1 (every model) and Table 2 (FeatUp rows by factor)."""
+    """Markdown Table 1 (every model) and Table 2 (FeatUp rows by factor) for one dataset."""
     keys = ("MPJPE", "PA-MPJPE", "PVE", "Accel")
     head = "| Method | " + " | ".join(keys) + " |\n|---|" + "---|" * len(keys) + "\n"
     out = f"## Table 1: {dataset} (mm; Accel mm/frame^2)\n\n" + head
     out += "".join(f"| {n} | " + " | ".join(_fmt(r, k) for k in keys) + " |\n" for n, _, r in rows)
-    featup = sorted((f, r) for _, f, r in rows if f is not None)
+    featup = sorted(((f, n, r) for n, f, r in rows if f is not None), key=lambda row: row[0])
     if featup:
-        out += "\n## Table 2: upsampling factor\n\n| r | " + " | ".join(keys[:3]) + " |\n"
-        out += "|---|---|---|---|\n"
+        out += f"\n## Table 2: upsampling factor, {dataset}\n\n| r | model | "
+        out += " | ".join(keys[:3]) + " |\n|---|---|---|---|---|\n"
         out += "".join(
-            f"| x{f} | " + " | ".join(_fmt(r, k) for k in keys[:3]) + " |\n" for f, r in featup
+            f"| x{f} | {n} | " + " | ".join(_fmt(r, k) for k in keys[:3]) + " |\n"
+            for f, n, r in featup
         )
     return out
 
@@ -74,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
     from mocap.model.predictor import Predictor
     from mocap.train.data import load_annotations, parse_data_spec
 
-    spec = parse_data_spec(args.data)
-    ann = load_annotations(spec)
+    specs = [parse_data_spec(d) for d in args.data]
+    datasets = [(spec, load_annotations(spec)) for spec in specs]  # fail fast on bad data
     body = load_body_model(args.smpl, required=True)
     gt_body = load_body_model(args.gt_smpl, required=True) if args.gt_smpl else None
     assert body is not None
@@ -84,24 +97,25 @@ def run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise MocapError(f"cannot create output folder {out}: {exc.strerror}") from None
-    rows = []
+    rows: dict[str, list[tuple[str, int | None, dict[str, float]]]] = {}
+    results = []
     for ckpt in args.checkpoint:
         predictor = Predictor.from_checkpoint(
             ckpt, args.device, args.precision, batch_size=args.batch_size
         )
-        name, factor = describe(predictor.model)
-        result = evaluate(predictor, ann, body, gt_body, args.limit)
-        summary = result.summary()
-        print(
-            f"{Path(ckpt).name}: {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in summary.items())
-        )
-        rows.append((name, factor, summary))
-    report = tables(rows, spec.npz.name)
+        method, factor = describe(predictor.model)
+        name = f"{method} [{Path(ckpt).name}]" if len(args.checkpoint) > 1 else method
+        for spec, ann in datasets:
+            summary = evaluate(predictor, ann, body, gt_body, args.limit).summary()
+            line = ", ".join(f"{k} {v:.2f}" for k, v in summary.items())
+            print(f"{Path(ckpt).name} on {spec.npz.name}: {method}: {line}")
+            rows.setdefault(spec.npz.name, []).append((name, factor, summary))
+            results.append(
+                {"checkpoint": str(ckpt), "data": str(spec.npz), "method": method,
+                 "factor": factor, **summary}
+            )  # fmt: skip
+    report = "\n".join(tables(r, dataset) for dataset, r in rows.items())
     _write(out / "tables.md", report)
-    results = [
-        {"checkpoint": str(c), "method": n, "factor": f, **r}
-        for c, (n, f, r) in zip(args.checkpoint, rows, strict=True)
-    ]
     _write(out / "results.json", json.dumps(results, indent=2))
     print(report)
     return 0
