@@ -11,6 +11,7 @@ camera frame of the source video (x right, y down, z forward), metres, rotation 
     ``t{id}_<field>``            one array per :class:`Track` field below
 """
 
+import zipfile
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -121,8 +122,16 @@ class Motion:
                     focal_length=float(data["focal_length"]),
                     source=str(data["source"]),
                 )
-        except (KeyError, ValueError, OSError) as exc:
-            raise MocapError(f"{path} is not a mocap motion file ({exc})") from exc
+        except KeyError as exc:
+            raise MocapError(
+                f"{path} is not a mocap motion file (no {exc} array); use the motion.npz "
+                "written by `mocap run`"
+            ) from exc
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise MocapError(
+                f"{path} is not a readable mocap motion file (empty, damaged or another format); "
+                "re-run `mocap run` to write it again"
+            ) from exc
 
 
 def track_field_names() -> tuple[str, ...]:

@@ -55,6 +55,20 @@ def test_load_rejects_missing_and_foreign_files(tmp_path):
         Motion.load(tmp_path / "other.npz")
 
 
+def test_load_rejects_empty_truncated_and_foreign_bytes(tmp_path):
+    rng = np.random.default_rng(1)
+    real = Motion([_track(1, 40, rng)], 30.0, (64, 48), 100.0).save(tmp_path / "motion.npz")
+    cases = {
+        "empty.npz": b"",
+        "truncated.npz": real.read_bytes()[: real.stat().st_size // 2],
+        "text.npz": b"just some notes, renamed",
+    }
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(MocapError, match="not a readable mocap motion file"):
+            Motion.load(tmp_path / name)
+
+
 def test_unwritable_destination_is_a_clear_error(tmp_path):
     # A regular file where the output folder should be: fails even for root, unlike chmod.
     blocker = tmp_path / "out"
