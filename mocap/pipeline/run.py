@@ -15,12 +15,10 @@ output was written (a clip with a failed export is redone by the next `mocap bat
 import logging
 import logging.handlers
 import os
-import queue
 import shutil
-import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,11 +29,31 @@ import numpy as np
 from mocap.errors import MocapError
 from mocap.motion import Motion, Track
 from mocap.pipeline.config import RunSettings
+from mocap.pipeline.outputs import (
+    DONE,
+    PassResult,
+    check_output_root,
+    clip_name,
+    is_done,
+    publish,
+    write_outputs,
+    write_run_json,
+)
+from mocap.pipeline.stream import Prefetcher, StageTimer, batched
+
+__all__ = [  # clip_name, is_done, check_output_root, DONE: used by `mocap batch` and the examples
+    "DONE",
+    "Engines",
+    "RunResult",
+    "build_track",
+    "check_output_root",
+    "clip_name",
+    "is_done",
+    "process_video",
+]
 
 log = logging.getLogger("mocap")
-DONE = ".done"
 LOW_SCORE = 0.1  # detections down to this score may extend (never start) a track
-_END = object()
 
 
 @dataclass
@@ -61,89 +79,6 @@ class Engines:
     body_label: str
     versions: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-
-
-class StageTimer:
-    """Wall-clock seconds per pipeline stage (thread-safe: the decoder adds from its thread)."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
-        self._lock = threading.Lock()
-
-    def add(self, stage: str, seconds: float) -> None:
-        with self._lock:
-            self.seconds[stage] += seconds
-
-    @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.add(stage, time.perf_counter() - t0)
-
-
-class Prefetcher:
-    """Decode in a background thread into a bounded queue, so the model never waits on decoding.
-
-    At most ``maxsize`` frames are buffered. Errors of the decoder (e.g. MocapError) re-raise in the
-    consumer; :meth:`close` stops the thread early (error, Ctrl-C). Time the consumer spends blocked
-    on an empty queue is recorded as the ``decode_wait`` stage.
-    """
-
-    def __init__(self, frames: Iterator[Any], maxsize: int, timer: StageTimer) -> None:
-        self._frames, self._timer = frames, timer
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, maxsize))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._work, name="mocap-decode", daemon=True)
-        self._thread.start()
-
-    def _put(self, item: Any) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _work(self) -> None:
-        try:
-            while True:
-                t0 = time.perf_counter()
-                item = next(self._frames, _END)
-                self._timer.add("decode", time.perf_counter() - t0)
-                if not self._put(item) or item is _END:
-                    return
-        except BaseException as exc:  # handed to the consumer, re-raised there
-            self._put(exc)
-
-    def __iter__(self) -> Iterator[Any]:
-        while True:
-            t0 = time.perf_counter()
-            item = self._queue.get()
-            self._timer.add("decode_wait", time.perf_counter() - t0)
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5.0)
-
-
-def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    """Consecutive lists of ``size`` items (the last one shorter)."""
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 @dataclass
@@ -197,30 +132,6 @@ def build_track(track_id: int, rows: dict[str, list[Any]], plan: Any, times: np.
     return Track(track_id, frames, times[frames], scores=scores.astype(np.float32), **values)
 
 
-def clip_name(video: Path) -> str:
-    """Output folder name of a clip: the file stem, or the folder name for an image folder."""
-    return video.name if video.is_dir() else video.stem
-
-
-def is_done(out_dir: Path) -> bool:
-    """True when ``out_dir`` holds a finished run (its ``.done`` marker exists)."""
-    return (out_dir / DONE).is_file()
-
-
-def check_output_root(output: Path) -> None:
-    """Create ``output`` and make sure files can be written there (before any model is loaded)."""
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-        probe = output / f".mocap-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise MocapError(
-            f"cannot write to output folder {output} ({reason}); choose a writable folder with -o"
-        ) from exc
-
-
 @contextmanager
 def _held_warnings(name: str) -> Iterator[None]:
     """Hold the log records of logger ``name``; replay them only if the block succeeds.
@@ -237,16 +148,6 @@ def _held_warnings(name: str) -> Iterator[None]:
         logger.propagate = propagate
     for record in held.buffer:  # reached only on success
         logger.handle(record)
-
-
-@dataclass
-class _Pass:
-    """Result of the streaming pass over one clip."""
-
-    motion: Motion
-    frames: int  # decoded frames
-    detections: int  # person boxes sent to the model
-    jitter: dict[int, tuple[float, float]]  # track id -> mean joint acceleration before / after
 
 
 def process_video(
@@ -306,14 +207,14 @@ def process_video(
             result = _estimate_motion(stream, settings, engines, timer, progress)
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
-        files, failures, notes = _write_outputs(
+        files, failures, notes = write_outputs(
             staging, video, result.motion, settings, engines, timer
         )
         warnings = [*engines.warnings, *(r.getMessage() for r in collector.buffer), *notes]
-        _write_run_json(staging, video, result, settings, engines, timer, files, warnings, failures)
+        write_run_json(staging, video, result, settings, engines, timer, files, warnings, failures)
         if not failures:  # a clip with a failed output is redone by the next batch
             (staging / DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
-        _publish(staging, final)
+        publish(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -334,7 +235,7 @@ def process_video(
 
 def _estimate_motion(
     stream: Any, settings: RunSettings, engines: Engines, timer: StageTimer, progress: bool
-) -> _Pass:
+) -> PassResult:
     """The streaming pass: frames in, finished (bridged, filtered, smoothed) tracks out."""
     import torch
     from tqdm import tqdm
@@ -426,132 +327,4 @@ def _estimate_motion(
     if len(kept) < len(rows):
         log.info("dropped %d short tracks (< %d frames)", len(rows) - len(kept), min_len)
     motion = Motion(kept, float(stream.fps), image_size, focal[0], source=str(video))
-    return _Pass(motion, len(times), detections, jitter)
-
-
-def _write_outputs(
-    staging: Path,
-    video: Path,
-    motion: Motion,
-    settings: RunSettings,
-    engines: Engines,
-    timer: StageTimer,
-) -> tuple[list[Path], list[str], list[str]]:
-    """motion.npz (always), config.yaml, exporter files and the preview into ``staging``.
-
-    Returns the files written, one line per output that failed (the others are still written) and
-    the exporters' notes.
-    """
-    from mocap.pipeline.config import save_config
-
-    with timer("write"):
-        files = [motion.save(staging / "motion.npz"), staging / "config.yaml"]
-        save_config(settings, staging / "config.yaml")
-    failures: list[str] = []
-    notes: list[str] = []
-    if settings.formats:
-        from exporters import export_motion
-
-        with timer("export"):
-            report = export_motion(
-                motion,
-                staging,
-                settings.formats,
-                body=engines.body,
-                per_person=settings.per_person,
-                units=settings.units,
-            )
-        files += report.files
-        failures += [f"{f.person} {f.format}: {f.message}" for f in report.failures]
-        notes += report.notes
-    if settings.preview:
-        from mocap.pipeline.preview import render_preview
-
-        with timer("preview"):
-            try:
-                files.append(
-                    render_preview(video, motion, staging / "preview.mp4", settings, engines.body)
-                )
-            except MocapError as exc:
-                failures.append(f"preview: {exc}")
-    for line in notes:
-        log.debug("%s", line)
-    for line in failures:
-        log.warning("%s", line)
-    return files, failures, notes
-
-
-def _write_run_json(
-    staging: Path,
-    video: Path,
-    result: _Pass,
-    settings: RunSettings,
-    engines: Engines,
-    timer: StageTimer,
-    files: list[Path],
-    warnings: list[str],
-    failures: list[str],
-) -> None:
-    """run.json: what was run, with which software and model, how long each stage took."""
-    import json
-    import platform
-
-    import torch
-
-    from mocap import __version__
-    from mocap.paths import atomic_path
-
-    sec = timer.seconds
-    motion, pass_s = result.motion, sec.get("pass", 0.0)
-    data = {
-        "mocap_version": __version__,
-        "source": str(video.resolve()),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "settings": settings.to_dict(),
-        "model": engines.model_info,
-        "body": engines.body_label,
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-        }
-        | engines.versions,
-        "video": {
-            "frames": result.frames,
-            "fps": motion.fps,
-            "image_size": list(motion.image_size),
-            "focal_length": motion.focal_length,
-        },
-        "detections": result.detections,
-        "tracks": [
-            {
-                "id": t.track_id,
-                "frames": len(t),
-                "first_frame": int(t.frames[0]),
-                "last_frame": int(t.frames[-1]),
-                "interpolated_frames": int(np.sum(t.scores == 0)),
-                "jitter_before_m_s2": round(result.jitter[t.track_id][0], 4),
-                "jitter_after_m_s2": round(result.jitter[t.track_id][1], 4),
-            }
-            for t in motion.tracks
-        ],
-        "timings_s": {k: round(v, 4) for k, v in sec.items()},
-        "frames_per_s": round(result.frames / pass_s, 3) if pass_s else None,
-        "share_outside_model": round(1 - sec.get("model", 0.0) / pass_s, 4) if pass_s else None,
-        "files": sorted(str(p.relative_to(staging)) for p in files),
-        "warnings": warnings,
-        "failures": failures,
-    }
-    path = staging / "run.json"
-    tmp = atomic_path(path)
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def _publish(staging: Path, final: Path) -> None:
-    """Rename the finished staging folder to ``final``, replacing an older result."""
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(staging, final)
-    shutil.rmtree(old, ignore_errors=True)
+    return PassResult(motion, len(times), detections, jitter)
