@@ -16,6 +16,7 @@ import numpy as np
 
 from mocap.body.skeleton import builtin_skeleton, forward_kinematics
 from mocap.body.smpl import load_body_model
+from mocap.errors import MocapError
 from mocap.model.predictor import Predictor
 from mocap.paths import atomic_path
 from mocap.pipeline.config import RunSettings
@@ -83,4 +84,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except MocapError as exc:  # a user-caused problem: one line, no traceback
+        raise SystemExit(f"error: {exc}") from None

@@ -63,4 +63,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except MocapError as exc:  # a user-caused problem: one line, no traceback
+        raise SystemExit(f"error: {exc}") from None

@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 
 from mocap.cli import main as mocap
+from mocap.errors import MocapError
 from mocap.pipeline.detect import DEFAULT_DETECTOR, PersonDetector
 
 DATA = Path(
@@ -55,4 +56,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except MocapError as exc:  # a user-caused problem: one line, no traceback
+        raise SystemExit(f"error: {exc}") from None

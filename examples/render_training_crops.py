@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mocap.errors import MocapError
 from mocap.paths import atomic_path
 from mocap.train import augment as aug
 from mocap.train import data as D
@@ -59,4 +60,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except MocapError as exc:  # a user-caused problem: one line, no traceback
+        raise SystemExit(f"error: {exc}") from None

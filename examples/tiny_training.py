@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from mocap.cli import main as mocap
+from mocap.errors import MocapError
 from mocap.pipeline.config import RunSettings
 from mocap.pipeline.run import process_video
 
@@ -65,4 +66,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except MocapError as exc:  # a user-caused problem: one line, no traceback
+        raise SystemExit(f"error: {exc}") from None

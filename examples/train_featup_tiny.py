@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from mocap.cli import main as mocap
+from mocap.errors import MocapError
 from mocap.model.checkpoint import load_checkpoint
 from mocap.model.crop import IMAGENET_MEAN, IMAGENET_STD
 from mocap.paths import atomic_output
@@ -106,4 +107,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except MocapError as exc:  # a user-caused problem: one line, no traceback
+        raise SystemExit(f"error: {exc}") from None

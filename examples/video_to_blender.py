@@ -11,6 +11,7 @@ import argparse
 import os
 from pathlib import Path
 
+from mocap.errors import MocapError
 from mocap.pipeline.config import RunSettings
 from mocap.pipeline.run import process_video
 
@@ -53,4 +54,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except MocapError as exc:  # a user-caused problem: one line, no traceback
+        raise SystemExit(f"error: {exc}") from None
