@@ -342,6 +342,9 @@ def run(args: argparse.Namespace) -> int:
     path = path_for(args.name)
     print(path)
     if not _is_present(args.name):
-        print(f"({args.name} is missing: `mocap weights download {args.name}`)", file=sys.stderr)
+        entry = _entry(args.name)
+        manual = entry.url is None and entry.archive is None  # e.g. SMPL: licensed, placed by hand
+        fix = entry.manual.format(path=path) if manual else f"`mocap weights download {args.name}`"
+        print(f"({args.name} is missing: {fix})", file=sys.stderr)
         return 1
     return 0
