@@ -163,3 +163,15 @@ def test_write_is_atomic(tmp_path: Path) -> None:
     with pytest.raises(MocapError, match="units"):
         write_bvh(rig, tmp_path / "b.bvh", units="inch")
     assert not (tmp_path / "b.bvh").exists()
+
+
+def test_long_clips_are_converted_in_blocks_with_identical_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import exporters.bvh as bvh
+
+    rig = spinning_rig(50)
+    whole = bvh.bvh_text(rig)
+    monkeypatch.setattr(bvh, "FRAME_CHUNK", 7)  # 50 frames in 8 blocks, as 10,000 in 1,024s
+    assert bvh.bvh_text(rig) == whole
+    assert write_bvh(rig, tmp_path / "a.bvh").read_text() == whole  # streamed lines, same bytes

@@ -209,3 +209,23 @@ def test_mocap_export_pose_correctives_flag(
     (mesh,) = read_with_blender(tmp_path / "person_1.blend", mesh_samples=1).meshes
     keys = [k for k in mesh.shape_keys if k.startswith("pose_")]
     assert len(keys) == (0 if flag else 207)
+
+
+def test_rig_npz_is_written_in_blocks_and_reads_back_exactly(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mocap.world import build_world
+
+    rig = build_world(two_people(shared_data)).rigs[0]
+    reference = rig.world_positions()
+    assert np.array_equal(exporters.joint_positions(rig, chunk=7), reference)
+    save = exporters._savez_blocks
+    monkeypatch.setattr(exporters, "_savez_blocks", lambda fh, a: save(fh, a, block_bytes=1000))
+    betas = np.arange(10.0)
+    data = np.load(exporters.write_rig_npz(rig, tmp_path / "p.npz", betas))
+    assert data["local_rotations"].dtype == np.float64
+    assert np.array_equal(data["local_rotations"], rig.local_rotations)
+    assert np.array_equal(data["body_pose"], rig.local_rotations[:, 1:])
+    assert np.array_equal(data["joint_positions"], reference)
+    assert np.array_equal(data["betas"], betas) and float(data["fps"]) == rig.fps
+    assert list(data["joint_names"]) == list(rig.joint_names)

@@ -234,3 +234,19 @@ def test_broken_timestamps_fall_back_to_frame_times(shared_data: Path) -> None:
     out, report = smooth_track(broken, "offline")
     ref, _ = smooth_track(track, "offline")
     assert np.allclose(out.body_pose, ref.body_pose, atol=1e-9) and report.reduction > 3.0
+
+
+def test_long_tracks_are_smoothed_in_blocks_with_the_same_result(
+    shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mocap.smoothing as smoothing
+
+    track = add_noise(real_pose_track(shared_data, 60))
+    whole, report = smooth_track(track, "offline")
+    monkeypatch.setattr(smoothing, "FRAME_CHUNK", 7)  # 60 frames in 9 blocks
+    blocks, report_blocks = smooth_track(track, "offline")
+    assert whole.body_pose.dtype == track.body_pose.dtype
+    np.testing.assert_allclose(blocks.body_pose, whole.body_pose, atol=1e-6)
+    np.testing.assert_allclose(blocks.transl, whole.transl, atol=1e-9)
+    assert report_blocks.before == pytest.approx(report.before, rel=1e-9)
+    assert report_blocks.after == pytest.approx(report.after, rel=1e-9)

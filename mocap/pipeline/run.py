@@ -103,31 +103,34 @@ def build_track(track_id: int, rows: dict[str, list[Any]], plan: Any, times: np.
     """Per-frame model outputs of one identity -> a :class:`Track` with its short gaps bridged.
 
     Arguments:
-        rows: lists of per-frame values (``frames``, ``boxes``, ``scores`` and the SMPL fields).
-        plan: ``trackers.GapFill`` for ``rows["frames"]``: which samples to blend at each frame.
+        rows: per field (``frames``, ``boxes``, ``scores`` and the SMPL fields), a list of blocks of
+            consecutive observed samples (one block per model batch, first axis: samples). The
+            lists are emptied as they are used (the caller's copy of a long track is freed early).
+        plan: ``trackers.GapFill`` for the observed frames: which samples to blend at each frame.
         times: (N,) seconds of every decoded frame, indexed by frame index.
-    Rotations are slerped (``mocap.geometry.quat_slerp``), vectors lerped; bridged frames get
-    detection score 0, which marks them as interpolated in ``motion.npz``.
+    Rotations are slerped (``mocap.geometry.quat_slerp``, only at bridged frames), vectors lerped;
+    bridged frames get detection score 0, which marks them as interpolated in ``motion.npz``.
     """
     import torch
 
     from mocap.geometry import quat_slerp, quat_to_rotmat, rotmat_to_quat
 
+    gap = np.flatnonzero(~plan.observed)
     values: dict[str, np.ndarray] = {}
     for name in (*_FIELDS, "boxes"):
-        v = np.asarray(np.stack(rows[name]), dtype=np.float32)
+        v = np.concatenate(rows.pop(name)).astype(np.float32, copy=False)
         if name in ("global_orient", "body_pose"):
-            q = rotmat_to_quat(torch.from_numpy(v))
-            alpha = torch.from_numpy(plan.alpha).reshape((-1,) + (1,) * (q.dim() - 2))
-            q = quat_slerp(q[plan.lo], q[plan.hi], alpha.to(q.dtype).expand(q[plan.lo].shape[:-1]))
-            values[name] = np.where(
-                plan.observed.reshape((-1,) + (1,) * (v.ndim - 1)),
-                v[plan.lo],
-                quat_to_rotmat(q).numpy(),
-            )
+            out = v[plan.lo]  # observed frames: the sample itself
+            if len(gap):
+                q0 = rotmat_to_quat(torch.from_numpy(v[plan.lo[gap]]))
+                q1 = rotmat_to_quat(torch.from_numpy(v[plan.hi[gap]]))
+                alpha = torch.from_numpy(plan.alpha[gap]).reshape((-1,) + (1,) * (q0.dim() - 2))
+                q = quat_slerp(q0, q1, alpha.to(q0.dtype).expand(q0.shape[:-1]))
+                out[gap] = quat_to_rotmat(q).numpy()
+            values[name] = out
         else:
             values[name] = plan.lerp(v)
-    scores = np.where(plan.observed, np.asarray(rows["scores"], np.float32)[plan.lo], 0.0)
+    scores = np.where(plan.observed, np.concatenate(rows.pop("scores"))[plan.lo], 0.0)
     frames = plan.frames_out
     return Track(track_id, frames, times[frames], scores=scores.astype(np.float32), **values)
 
@@ -264,13 +267,16 @@ def _estimate_motion(
                 image_size,
             )
         focal[0] = float(params.focal_length)
-        for k, (tid, index, box, score, _) in enumerate(items):
-            r = rows[tid]
-            r["frames"].append(index)
-            r["boxes"].append(box)
-            r["scores"].append(score)
-            for field_name in ("global_orient", "body_pose", "betas", "cam_crop", "transl"):
-                r[field_name].append(getattr(params, field_name)[k])
+        by_track: dict[int, list[int]] = defaultdict(list)
+        for k, (tid, *_) in enumerate(items):
+            by_track[tid].append(k)
+        for tid, ks in by_track.items():  # one block per track and batch (copies, not views)
+            r, idx = rows[tid], np.asarray(ks)
+            r["frames"].append(np.array([items[k][1] for k in ks], dtype=np.int64))
+            r["boxes"].append(np.stack([items[k][2] for k in ks]).astype(np.float32))
+            r["scores"].append(np.array([items[k][3] for k in ks], dtype=np.float32))
+            for field_name in _FIELDS:
+                r[field_name].append(getattr(params, field_name)[idx])
 
     bar = tqdm(
         desc=video.name,
@@ -308,11 +314,13 @@ def _estimate_motion(
             f"no person detected in {video}; lower --det-conf or --min-box, or check --detector / --classes"
         )
     min_len = min(settings.min_track_length, len(times))
-    plans = finish_tracks({i: r["frames"] for i, r in rows.items()}, settings.max_gap, min_len)
+    frames_by_id = {i: np.concatenate(r.pop("frames")) for i, r in rows.items()}
+    plans = finish_tracks(frames_by_id, settings.max_gap, min_len)
+    people, frame_times = len(rows), np.asarray(times)
     kept, jitter = [], {}
     with timer("smooth"):
         for tid, plan in plans.items():
-            track = build_track(tid, rows[tid], plan, np.asarray(times))
+            track = build_track(tid, rows.pop(tid), plan, frame_times)
             # betas held at the per-track median; rotations filtered on SO(3)
             track, report = smooth_track(
                 track, settings.smooth, settings.smooth_strength, engines.body
@@ -321,10 +329,10 @@ def _estimate_motion(
             jitter[tid] = (report.before, report.after)
     if not kept:
         raise MocapError(
-            f"all {len(rows)} people in {video} were seen in fewer than {min_len} frames; "
+            f"all {people} people in {video} were seen in fewer than {min_len} frames; "
             "lower --min-track-length"
         )
-    if len(kept) < len(rows):
-        log.info("dropped %d short tracks (< %d frames)", len(rows) - len(kept), min_len)
+    if len(kept) < people:
+        log.info("dropped %d short tracks (< %d frames)", people - len(kept), min_len)
     motion = Motion(kept, float(stream.fps), image_size, focal[0], source=str(video))
     return PassResult(motion, len(times), detections, jitter)
