@@ -20,7 +20,13 @@ Then the world is shifted:
   sole), so one noisy frame does not sink everybody;
 - the origin (x = z = 0) on the floor below the people's mean starting position.
 
-One transform for the whole clip: relative positions between people and root motion are kept.
+One transform for the whole clip: relative positions between people and root motion are kept,
+with one exception. A monocular model's depth is its least certain output, and a person placed too
+far or too near ends up floating above or sunk below the shared floor (seen from a camera above the
+people, depth errors move them up or down). When a person's own lowest contacts are more than
+``FLOOR_SNAP_M`` off the shared floor, that person is moved vertically, as a whole clip (one
+offset, so jumps and stairs within the clip are kept), onto it; the run's notes say who and by how
+much.
 """
 
 from dataclasses import dataclass, field
@@ -51,6 +57,7 @@ ROBUST_LOG_SCALE = 0.10  # contacts 10 % off the floor plane's distance are igno
 FRAMES_PER_CELL = 15  # a floor cell counts fully once contacts stayed in it this many frames
 FLOOR_CELL_M = 0.5  # contacts within one floor cell count as one piece of evidence
 MIN_RAY_DIP = 0.05  # contacts less than ~3 deg below the horizon say little about the floor
+FLOOR_SNAP_M = 0.15  # a person whose own floor is further than this from the shared one is moved
 
 
 @dataclass
@@ -253,15 +260,31 @@ def _camera_rig(
 
 
 def place_in_world(
-    rigs: list[RigAnimation], skeletons: list[Skeleton], to_world: np.ndarray
+    rigs: list[RigAnimation],
+    skeletons: list[Skeleton],
+    to_world: np.ndarray,
+    notes: list[str] | None = None,
 ) -> WorldFrame:
-    """Shift camera-aligned rigs (in place) so the floor is y = 0 and the people start near x = z = 0."""
+    """Shift camera-aligned rigs (in place) so the floor is y = 0 and the people start near x = z = 0.
+
+    A person whose own floor (low percentile of their sole heights) is more than ``FLOOR_SNAP_M``
+    from the shared one is moved onto it vertically; each such move is appended to ``notes``.
+    """
     soles = [_sole_contacts(rig, skel)[:, 1] for rig, skel in zip(rigs, skeletons, strict=True)]
     floor = float(np.percentile(np.concatenate(soles), FLOOR_PERCENTILE))
     start = np.mean([rig.root_positions[0] for rig in rigs], axis=0)
     offset = np.array([start[0], floor, start[2]])
-    for rig in rigs:
+    for rig, sole in zip(rigs, soles, strict=True):
         rig.root_positions = rig.root_positions - offset
+        own = float(np.percentile(sole, FLOOR_PERCENTILE)) - floor
+        if abs(own) > FLOOR_SNAP_M:
+            rig.root_positions[:, 1] -= own
+            if notes is not None:
+                where = "above" if own > 0 else "below"
+                notes.append(
+                    f"{rig.name} stood {abs(own):.2f} m {where} the shared floor (a depth "
+                    "error): moved onto it; --focal-length improves depth"
+                )
     return WorldFrame(rotation=to_world, offset=offset)
 
 
@@ -321,7 +344,7 @@ def build_world(
             "SMPL model not found: built-in skeleton at average proportions used, body shape not applied "
             "(pass --smpl PATH or set MOCAP_SMPL for shaped skeletons and meshes)"
         )
-    world = place_in_world(rigs, skeletons, level @ CAMERA_TO_WORLD)
+    world = place_in_world(rigs, skeletons, level @ CAMERA_TO_WORLD, notes)
     return WorldResult(rigs=rigs, world=world, skeletons=skeletons, jitter=jitter, notes=notes)
 
 

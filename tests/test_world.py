@@ -172,3 +172,26 @@ def test_smpl_skeleton_follows_betas_and_matches_smpl(shared_data: Path, smpl_di
     smpl_joints = out.joints[:, :24].detach().numpy().astype(np.float64)
     expected = smpl_joints @ result.world.rotation.T - result.world.offset
     assert np.abs(rig.world_positions() - expected).max() < 1e-3
+
+
+def test_person_with_a_depth_error_is_put_back_on_the_floor() -> None:
+    # Three people on one floor 1.5 m below a level camera; the third one's depth came out 40 %
+    # too large, which (a camera above the people) lifts their feet 0.6 m above the floor.
+    a = standing_track(1.5, 4.0, x=-1.0)
+    b = standing_track(1.5, 6.0, x=1.0).replace(track_id=2)
+    c = standing_track(0.9, 5.0, x=0.0).replace(track_id=3)
+    result = build_world(Motion([a, b, c], 30.0, (1920, 1080), 1500.0))
+    soles = {
+        rig.name: rig.world_positions()[:, 10, 1] - skel.sole_clearance[10]
+        for rig, skel in zip(result.rigs, result.skeletons, strict=True)
+    }
+    for name in ("person_1", "person_2", "person_3"):
+        assert np.allclose(soles[name], 0.0, atol=1e-6), name
+    moved = [n for n in result.notes if "shared floor" in n]
+    assert len(moved) == 1 and moved[0].startswith("person_3 stood 0.60 m above")
+    # horizontal positions are kept: only the vertical is corrected
+    xz = (
+        result.rigs[2].world_positions()[0, 0, [0, 2]]
+        - result.rigs[0].world_positions()[0, 0, [0, 2]]
+    )
+    assert np.allclose(xz, [1.0, -1.0])
