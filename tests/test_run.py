@@ -117,7 +117,14 @@ def test_outputs_are_complete(crowd: Path) -> None:
 def test_motion_has_several_stable_tracks(crowd: Path) -> None:
     motion = Motion.load(crowd / "motion.npz")
     assert motion.fps == pytest.approx(10.0) and motion.image_size == (1920, 1080)
-    assert motion.focal_length == pytest.approx(5000 / 256 * 1920)  # HMR2.0's default camera
+    assert motion.focal_length == pytest.approx(np.hypot(1920, 1080))  # default: image diagonal
+    # the full-image translation is consistent with that camera: each person's SMPL origin
+    # projects near the centre of their box (x within a box width)
+    for t in motion.tracks:
+        uv = t.transl[:, :2] / t.transl[:, 2:] * motion.focal_length + np.array([960.0, 540.0])
+        centre = (t.boxes[:, :2] + t.boxes[:, 2:]) / 2
+        width = t.boxes[:, 2] - t.boxes[:, 0]
+        assert (np.abs(uv[:, 0] - centre[:, 0]) < width).mean() > 0.9
     assert len(motion.tracks) >= 3
     for t in motion.tracks:
         n = len(t)

@@ -141,6 +141,7 @@ class Predictor:
         centers: np.ndarray,
         sizes: np.ndarray,
         image_size: tuple[int, int],
+        focal_length: float | None = None,
     ) -> SMPLParams:
         """SMPL parameters of N preprocessed crops.
 
@@ -149,6 +150,8 @@ class Predictor:
             centers: (N, 2) crop centres in image pixels.
             sizes: (N,) crop sides in image pixels.
             image_size: full image (width, height) in pixels.
+            focal_length: this call's full-image focal length in pixels (default: the predictor's,
+                else HMR2.0's 5000/256 * max(W, H)).
         """
         crops = np.asarray(crops, np.float32)
         if crops.ndim != 4 or crops.shape[1:] != (3, 256, 192):
@@ -164,7 +167,7 @@ class Predictor:
         rotmat = torch.cat(rotmats) if rotmats else torch.zeros(0, 24, 3, 3)
         cam = torch.cat(cams) if cams else torch.zeros(0, 3)
         size_wh = torch.tensor([float(image_size[0]), float(image_size[1])], dtype=torch.float64)
-        focal = self.focal_length or float(default_focal_length(size_wh))
+        focal = focal_length or self.focal_length or float(default_focal_length(size_wh))
         transl = cam_crop_to_full(
             cam.double(),
             torch.as_tensor(np.asarray(centers, np.float64).reshape(n, 2)),

@@ -39,7 +39,7 @@ class RunSettings:
     model: str = "auto"
     checkpoint: str | None = None
     smpl: str | None = None
-    focal_length: float | None = None  # pixels; None = HMR2.0's 5000/256 * max(W, H)
+    focal_length: float | None = None  # pixels; None = the image diagonal (video_focal_length)
     batch_size: int = 16
     device: str = "auto"
     precision: str = "auto"
@@ -76,8 +76,9 @@ _HELP: dict[str, str] = {
     "checkpoint": "model checkpoint file (.safetensors from mocap, or HMR2.0's .ckpt)",
     "smpl": "SMPL model file (SMPL_NEUTRAL.pkl / .npz); default: $MOCAP_SMPL, then the mocap "
     "cache. Without it the built-in skeleton is used and body shape is not applied",
-    "focal_length": "focal length of the video in pixels, if known (default: HMR2.0's "
-    "5000/256 * max(width, height))",
+    "focal_length": "focal length of the video in pixels, if known (default: the image diagonal, "
+    "about 47 deg horizontal field of view at 16:9, a typical phone or camcorder lens; HMR2.0's "
+    "own 5000/256 * max(width, height) is a telephoto that exaggerates depth motion)",
     "batch_size": "person crops per model batch (also frames per detector batch)",
     "device": "compute device",
     "precision": "model precision; 'auto' picks bf16 where the hardware runs it fast, else fp32",

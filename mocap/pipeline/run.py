@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from mocap.errors import MocapError
+from mocap.geometry import video_focal_length
 from mocap.motion import Motion, Track
 from mocap.pipeline.config import RunSettings
 from mocap.pipeline.outputs import (
@@ -255,7 +256,15 @@ def _estimate_motion(
     rows: dict[int, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
     times: list[float] = []  # per decoded frame
     pending: list[tuple[int, int, np.ndarray, float, Any]] = []  # (id, frame, box, score, crop)
-    focal = [settings.focal_length or 0.0]
+    focal = [settings.focal_length or video_focal_length(*image_size)]
+    if settings.focal_length is None:
+        hfov = np.degrees(2 * np.arctan(image_size[0] / (2 * focal[0])))
+        log.info(
+            "focal length not given: assuming %.0f px (%.0f deg horizontal field of view); "
+            "pass --focal-length if you know the camera",
+            focal[0],
+            hfov,
+        )
     detections = 0
 
     def infer(items: list[tuple[int, int, np.ndarray, float, Any]]) -> None:
@@ -265,8 +274,8 @@ def _estimate_motion(
                 np.stack([c.center for *_, c in items]),
                 np.array([c.size for *_, c in items], dtype=np.float32),
                 image_size,
+                focal[0],
             )
-        focal[0] = float(params.focal_length)
         by_track: dict[int, list[int]] = defaultdict(list)
         for k, (tid, *_) in enumerate(items):
             by_track[tid].append(k)
