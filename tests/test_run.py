@@ -189,12 +189,15 @@ def test_preview_draws_each_person(crowd: Path, shared_data: Path) -> None:
             assert diff[max(y1 - pad, 0) : y2 + pad, max(x1 - pad, 0) : x2 + pad].any(), t.track_id
 
 
-def test_second_run_needs_overwrite(
+def test_second_run_skips_a_finished_clip(
     crowd: Path, shared_data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    before = (crowd / "motion.npz").stat().st_mtime_ns
     code = main(["run", str(shared_data / "videos" / f"{CROWD}.mp4"), "-o", str(crowd.parent)])
-    line = one_line_error(code, capsys.readouterr().err)
-    assert "already finished" in line and "--overwrite" in line
+    out = capsys.readouterr()
+    assert code == 0 and not out.err
+    assert "already finished; skipped" in out.out and "--overwrite" in out.out
+    assert (crowd / "motion.npz").stat().st_mtime_ns == before  # untouched
 
 
 def test_no_person_in_the_clip(

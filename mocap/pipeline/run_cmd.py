@@ -181,10 +181,15 @@ def setup_logging(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mocap.pipeline.config import resolve_settings
+    from mocap.pipeline.outputs import clip_name, is_done
     from mocap.pipeline.run import process_video
 
     setup_logging(args)
     settings = resolve_settings(args)
+    finished = Path(args.output) / clip_name(Path(args.video))
+    if not settings.overwrite and is_done(finished):  # like `mocap batch`: a skip, not an error
+        print(f"mocap: {finished} is already finished; skipped (pass --overwrite to redo it)")
+        return 0
     result = process_video(args.video, args.output, settings, progress=not args.quiet)
     if not args.quiet:
         people = ", ".join(f"#{i}: {n} frames" for i, n in result.track_lengths.items())
