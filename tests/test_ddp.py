@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
-from test_train_hmr import upright_mean_params, write_consistent_h36m
+from test_train_hmr import write_consistent_h36m
 
 from mocap.body.smpl import load_body_model
 from mocap.train import hmr as H
@@ -68,7 +68,7 @@ def test_two_processes_match_one(tmp_path: Path, shared_data: Path, smpl_dir: Pa
     body = load_body_model(smpl_dir / "SMPL_NEUTRAL.pkl", required=True)
     assert body is not None
     data = [write_consistent_h36m(shared_data, tmp_path / "h36m.npz", body)]
-    mean = str(upright_mean_params(shared_data, tmp_path / "mean.npz"))
+    mean = str(shared_data / "spin_npz" / "smpl_mean_params.npz")
     smpl = str(smpl_dir / "SMPL_NEUTRAL.pkl")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
