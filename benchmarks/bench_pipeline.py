@@ -74,6 +74,7 @@ def synthetic_clip(path: Path, frames: int) -> None:
 def child(case: dict[str, Any]) -> dict[str, Any]:
     """One measurement, in this (fresh) process."""
     from mocap.model.build import build_model, model_config
+    from mocap.model.estimator import HMREstimator
     from mocap.model.predictor import Predictor
     from mocap.pipeline.config import RunSettings
     from mocap.pipeline.detect import PersonDetector
@@ -91,7 +92,8 @@ def child(case: dict[str, Any]) -> dict[str, Any]:
     detector.detect(
         [np.zeros((64, 64, 3), np.uint8)]
     )  # YOLO's one-off set-up, as build_engines does
-    engines = Engines(detector, predictor, None, case["variant"], {}, "built-in skeleton")
+    estimator = HMREstimator(predictor, case["variant"])
+    engines = Engines(detector, estimator, None, case["variant"], {}, "built-in skeleton")
     settings = RunSettings(
         end=case.get("end"),
         formats=case.get("formats", ["npz"]),

@@ -9,7 +9,9 @@ betas when a body model is given, else the built-in skeleton) and writes:
               in the world frame (see :func:`write_rig_npz`), metres
     ``bvh``   per person, native (:mod:`exporters.bvh`), metres or centimetres
     ``fbx``, ``blend``, ``glb``, ``gltf``   through Blender in a child process
-              (:mod:`exporters.blender`), one file per person or all people in one scene
+              (:mod:`exporters.blender`), one file per person or all people in one scene, each
+              with the video's camera (animated when the motion holds its path, `--camera`;
+              :mod:`exporters.camera`)
 
 Files are named ``person_<id>.<ext>`` (combined scenes: ``people.<ext>``). Every file is written to
 a temporary name and renamed; a failure of one person or format is recorded in the report and
@@ -28,11 +30,13 @@ from exporters.bvh import UNIT_SCALE, write_bvh
 from exporters.rig import RigAnimation
 from mocap.errors import MocapError
 from mocap.motion import Motion
-from mocap.paths import atomic_output
+from mocap.paths import StorageError, atomic_output
 from mocap.smoothing import MODES, JitterReport
 
 if TYPE_CHECKING:  # mocap.world imports exporters.rig: import it lazily to avoid a cycle
+    from exporters.camera import CameraAnimation
     from mocap.body.skeleton import BodySource
+    from mocap.contacts import FootLockReport
     from mocap.world import WorldFrame
 
 NATIVE_FORMATS = ("npz", "bvh")
@@ -59,6 +63,7 @@ class ExportReport:
     notes: list[str] = field(default_factory=list)
     jitter: dict[int, JitterReport] = field(default_factory=dict)  # track id -> smoothing effect
     world: "WorldFrame | None" = None
+    contacts: "dict[int, FootLockReport]" = field(default_factory=dict)  # track id -> feet
 
     @property
     def ok(self) -> bool:
@@ -73,6 +78,7 @@ class ExportReport:
             lines.append(f"  world: Y up, floor y = 0, camera at ({x:.2f}, {y:.2f}, {z:.2f}) m")
         for tid, rep in self.jitter.items():
             lines.append(f"  track {tid}: jitter {rep.before:.2f} -> {rep.after:.2f} m/s^2")
+        lines += [f"  {rep.summary()}" for rep in self.contacts.values()]
         lines += [f"note: {n}" for n in self.notes]
         lines += [f"failed: {f.person} {f.format}: {f.message}" for f in self.failures]
         return "\n".join(lines)
@@ -105,7 +111,10 @@ def joint_positions(rig: RigAnimation, chunk: int = 1024) -> np.ndarray:
     for start in range(0, t, chunk):
         sl = slice(start, start + chunk)
         part = replace(
-            rig, local_rotations=rig.local_rotations[sl], root_positions=rig.root_positions[sl]
+            rig,
+            local_rotations=rig.local_rotations[sl],
+            root_positions=rig.root_positions[sl],
+            local_translations={k: v[sl] for k, v in rig.local_translations.items()},
         )
         out[sl] = part.world_positions()
     return out
@@ -118,8 +127,13 @@ def write_rig_npz(rig: RigAnimation, path: Path, betas: np.ndarray | None = None
     ``local_rotations`` (T,J,3,3), ``joint_positions`` (T,J,3) world, ``fps``, ``frame_start``; and
     SMPL's parameters in the world frame: ``global_orient`` (T,3,3), ``body_pose`` (T,23,3,3),
     ``transl`` (T,3) and, when the skeleton came from SMPL, ``betas`` (10,), so that SMPL with
-    these parameters reproduces ``joint_positions``.
+    these parameters reproduces ``joint_positions``. With a root bone (``--root-motion
+    root-bone``) the rig arrays hold it, and ``local_translations`` (T,J,3) the joints' offsets
+    from their parents (the rest offsets, but the hips'); SMPL's parameters stay the hips'.
     """
+    from exporters.root_motion import smpl_view
+
+    smpl = smpl_view(rig)
     arrays = {
         "joint_names": np.array(rig.joint_names),
         "parents": np.array(rig.parents, dtype=np.int64),
@@ -129,11 +143,16 @@ def write_rig_npz(rig: RigAnimation, path: Path, betas: np.ndarray | None = None
         "joint_positions": joint_positions(rig),
         "fps": np.array(rig.fps),
         "frame_start": np.array(rig.frame_start),
-        "global_orient": rig.local_rotations[:, 0],
-        "body_pose": rig.local_rotations[:, 1:],
+        "global_orient": smpl.local_rotations[:, 0],
+        "body_pose": smpl.local_rotations[:, 1:],
         # SMPL rotates about the root joint and translates its origin: origin = root - rest root
-        "transl": rig.root_positions - rig.rest_offsets[0],
+        "transl": smpl.root_positions - smpl.rest_offsets[0],
     }
+    if rig.local_translations:
+        moved = np.broadcast_to(rig.rest_offsets, (rig.num_frames, *rig.rest_offsets.shape)).copy()
+        for j, v in rig.local_translations.items():
+            moved[:, j] = v
+        arrays["local_translations"] = moved
     if betas is not None:
         arrays["betas"] = np.asarray(betas)
     with atomic_output(path) as tmp, open(tmp, "wb") as fh:
@@ -175,6 +194,7 @@ def _write_blender(
     per_person: bool,
     report: ExportReport,
     pose_correctives: bool = True,
+    camera: "CameraAnimation | None" = None,
 ) -> None:
     """All Blender formats in one child process; failures recorded per person and format."""
     scenes: dict[Path, list[RigAnimation]] = {}
@@ -192,7 +212,7 @@ def _write_blender(
     try:
         from exporters.blender import write_with_blender
 
-        errors = write_with_blender(scenes, pose_correctives=pose_correctives)
+        errors = write_with_blender(scenes, pose_correctives=pose_correctives, camera=camera)
     except Exception as exc:  # noqa: BLE001 - Blender's failure must not stop the native formats
         errors = {p: f"{type(exc).__name__}: {exc}" for p in scenes}
     for path in scenes:
@@ -218,6 +238,8 @@ def export_motion(
     smoothing: str | None = None,
     smooth_strength: float = 1.0,
     pose_correctives: bool = True,
+    foot_lock: str = "auto",
+    root_motion: str = "world",
 ) -> ExportReport:
     """Write a clip's animation in every requested format.
 
@@ -234,10 +256,16 @@ def export_motion(
         smooth_strength: 0 off, 1 default, 2 strong.
         pose_correctives: skinned meshes carry SMPL's 207 pose-corrective blend shapes (exact SMPL
             mesh; about 17 MB per person); False gives plain skinning.
+        foot_lock: "auto" holds planted feet (:mod:`mocap.contacts`; the contacts stored in the
+            motion when it has them, else found), "off" leaves them as estimated.
+        root_motion: "world", "in-place" or "root-bone" (:mod:`exporters.root_motion`).
 
     Returns:
         ExportReport with the files written and the per-person/per-format failures.
     """
+    from exporters.camera import camera_animation
+    from exporters.root_motion import ROOT_MOTIONS, apply_root_motion
+    from mocap.contacts import lock_world
     from mocap.world import build_world
 
     fmts = parse_formats(formats)
@@ -245,6 +273,8 @@ def export_motion(
         raise MocapError(f"unknown units {units!r}; use m or cm")
     if smoothing is not None and smoothing not in MODES:
         raise MocapError(f"unknown smoothing mode {smoothing!r}; use one of {', '.join(MODES)}")
+    if root_motion not in ROOT_MOTIONS:
+        raise MocapError(f"unknown root motion {root_motion!r}; use {', '.join(ROOT_MOTIONS)}")
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -256,16 +286,27 @@ def export_motion(
     report = ExportReport(
         out_dir=out, notes=list(built.notes), jitter=built.jitter, world=built.world
     )
-    if not per_person and any(f in NATIVE_FORMATS for f in fmts) and len(built.rigs) > 1:
+    for tid, why in {**motion.rejected, **built.skipped}.items():  # the others are still written
+        report.failures.append(ExportFailure(f"person_{tid}", ",".join(fmts), f"left out: {why}"))
+    locked = lock_world(built, motion, foot_lock)  # planted feet held: replaces built.rigs' items
+    report.contacts, report.notes = locked.reports, report.notes + locked.notes
+    rigs = [  # rest floor: under the rest pose's soles
+        apply_root_motion(rig, root_motion, 0.0, rig.rest_offsets[0, 1] - skel.sole_clearance[0])
+        for rig, skel in zip(built.rigs, built.skeletons, strict=True)
+    ]
+    if not per_person and any(f in NATIVE_FORMATS for f in fmts) and len(rigs) > 1:
         report.notes.append("BVH and npz hold one skeleton per file: written per person")
     for fmt in (f for f in fmts if f in NATIVE_FORMATS):
-        for rig, skeleton in zip(built.rigs, built.skeletons, strict=True):
+        for rig, skeleton in zip(rigs, built.skeletons, strict=True):
             path = out / f"{rig.name}.{fmt}"
             try:
                 report.files.append(_write_native(fmt, rig, path, units, skeleton.betas))
+            except StorageError:  # a full disk: every other file would fail the same way
+                raise
             except Exception as exc:  # noqa: BLE001 - one person's failure must not stop the others
                 msg = str(exc) if isinstance(exc, MocapError) else f"{type(exc).__name__}: {exc}"
                 report.failures.append(ExportFailure(rig.name, fmt, msg))
     blender_formats = [f for f in fmts if f in BLENDER_FORMATS]
-    _write_blender(built.rigs, blender_formats, out, per_person, report, pose_correctives)
+    camera = camera_animation(motion, built.world) if blender_formats else None  # the video's
+    _write_blender(rigs, blender_formats, out, per_person, report, pose_correctives, camera)
     return report

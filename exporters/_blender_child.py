@@ -29,14 +29,24 @@ import numpy as np
 # exporters/ as sys.path[0]; type checkers see the same module through the package.
 if TYPE_CHECKING:
     from exporters._blender_scene import (
+        add_camera,
         add_correctives,
+        add_footage,
         add_mesh,
         build_armature,
         key_animation,
         new_scene,
     )
 else:
-    from _blender_scene import add_correctives, add_mesh, build_armature, key_animation, new_scene
+    from _blender_scene import (
+        add_camera,
+        add_correctives,
+        add_footage,
+        add_mesh,
+        build_armature,
+        key_animation,
+        new_scene,
+    )
 
 
 def write_file(fmt: str, tmp: Path, final: Path) -> None:
@@ -97,7 +107,7 @@ def basis_only_while_baking() -> Iterator[None]:
 def export_fbx(path: Path) -> None:
     """Binary FBX: Y up, -Z forward, no leaf bones, every frame baked, shape key animation."""
     bpy.ops.export_scene.fbx(
-        filepath=str(path), check_existing=False, object_types={"ARMATURE", "MESH"},
+        filepath=str(path), check_existing=False, object_types={"ARMATURE", "MESH", "CAMERA"},
         apply_unit_scale=True, apply_scale_options="FBX_SCALE_ALL", axis_forward="-Z", axis_up="Y",
         use_mesh_modifiers=False, mesh_smooth_type="FACE", add_leaf_bones=False,
         primary_bone_axis="Y", secondary_bone_axis="X", armature_nodetype="NULL",
@@ -118,6 +128,7 @@ def export_gltf(path: Path, fmt: str) -> None:
         export_skins=True, export_all_influences=True, export_def_bones=False, export_leaf_bone=False,
         export_materials="NONE", export_texcoords=False,
         export_morph=True, export_morph_normal=False, export_morph_animation=True,
+        export_cameras=True,
     )  # fmt: skip
 
 
@@ -156,7 +167,10 @@ def run_job(job_file: str) -> int:
             for i, meta in zip(rig_ids, metas, strict=True):
                 arm = build_armature(scene, meta, arrays[f"{i}_offsets"])
                 f0 = meta["frame_start"] if combined else 0
-                key_animation(arm, meta["joint_names"], arrays[f"{i}_rot"], arrays[f"{i}_root"], f0)
+                moved = {j: arrays[f"{i}_moved"][:, k] for k, j in enumerate(meta.get("moved", []))}
+                key_animation(
+                    arm, meta["joint_names"], arrays[f"{i}_rot"], arrays[f"{i}_root"], f0, moved
+                )
                 first.append(f0)
                 last.append(f0 + arrays[f"{i}_rot"].shape[0] - 1)
                 if meta["mesh"]:
@@ -171,6 +185,17 @@ def run_job(job_file: str) -> int:
                     if meta["correctives"]:
                         dirs = arrays[f"{i}_posedirs"]
                         add_correctives(body, meta["joint_names"], dirs, arrays[f"{i}_rot"], f0)
+            if job.get("camera"):  # video frame f is scene frame f - (first frame of the file)
+                shift = 0 if combined else metas[0]["frame_start"]
+                frames = arrays["camera_frames"] - shift
+                cam = add_camera(
+                    scene, job["camera"], arrays["camera_pos"], arrays["camera_rot"], frames
+                )
+                if job["camera"]["footage"] and Path(job["camera"]["footage"]).is_file():
+                    try:
+                        add_footage(cam, job["camera"]["footage"], -shift)
+                    except RuntimeError:  # footage Blender cannot read: the camera stays
+                        traceback.print_exc()
             scene.frame_start, scene.frame_end = min(first), max(last)
             scene.frame_set(scene.frame_start)
             result["scene_seconds"] += time.perf_counter() - start

@@ -4,11 +4,12 @@ Run only as a script by ``exporters.blender`` (never imported by the pipeline)::
 
     python exporters/_blender_read.py FILE OUT.npz MESH_SAMPLES
 
-Imports an .fbx, .blend, .glb or .gltf into a fresh Blender and writes to ``OUT.npz``: per armature
+Imports an .fbx, .blend, .glb, .gltf or .bvh into a fresh Blender and writes to ``OUT.npz``: per armature
 ``a{i}_frames`` (K,) keyed frames, ``a{i}_times`` (K,) seconds as stored in the file,
 ``a{i}_joints`` (K,J,3) world bone heads, ``a{i}_quats`` (K,J,4) pose quaternions (w,x,y,z); per
 skinned mesh ``m{m}_rest`` (V,3), ``m{m}_frames`` (S,), ``m{m}_posed`` (S,V,3); and ``meta`` (JSON:
-fps, frame range, bone and shape-key names). Needs only numpy and bpy.
+fps, frame range, bone and shape-key names); per camera ``c{i}_frames``, ``c{i}_times``,
+``c{i}_matrices`` (K,4,4) world matrices (and lens, render size in meta). Needs only numpy and bpy.
 """
 
 from __future__ import annotations
@@ -67,6 +68,28 @@ def widen_shape_key_sliders() -> None:
             block.slider_min, block.slider_max = low, high
 
 
+def dump_cameras(scene: Any, dump: dict[str, np.ndarray], meta: dict[str, Any], to_seconds: Any) -> None:
+    """Per camera ``c{i}_frames``, ``c{i}_times`` and ``c{i}_matrices`` (K,4,4) world matrices."""
+    meta["cameras"] = []
+    cams = sorted((o for o in scene.objects if o.type == "CAMERA"), key=lambda o: o.name)
+    for i, cam in enumerate(cams):
+        frames = keyed_frames(cam)
+        mats = []
+        for f in frames:
+            go_to(f)
+            mats.append(np.array(cam.matrix_world))
+        data = cam.data
+        vertical = data.sensor_fit == "VERTICAL"
+        ratio = data.lens / (data.sensor_height if vertical else data.sensor_width)
+        width, height = scene.render.resolution_x, scene.render.resolution_y
+        side = height if vertical else width
+        meta["cameras"].append(
+            {"name": cam.name, "focal_px": ratio * side, "width": width, "height": height}
+        )
+        dump[f"c{i}_frames"], dump[f"c{i}_times"] = frames, to_seconds(frames)
+        dump[f"c{i}_matrices"] = np.array(mats).reshape(-1, 4, 4)
+
+
 def read_file(path: str, out: str, samples: int) -> int:
     """Import ``path`` into a fresh Blender and dump armature joints and skinned vertices to npz."""
     bpy.ops.wm.read_factory_settings(use_empty=True)
@@ -76,6 +99,8 @@ def read_file(path: str, out: str, samples: int) -> int:
         bpy.ops.wm.open_mainfile(filepath=path, load_ui=False, use_scripts=False)
     elif suffix == ".fbx":
         bpy.ops.import_scene.fbx(filepath=path)
+    elif suffix == ".bvh":  # Y up to Z up as our writers do; BVH frame i at scene frame 1 + i
+        bpy.ops.import_anim.bvh(filepath=path, update_scene_fps=True, update_scene_duration=True)
     else:
         bpy.ops.import_scene.gltf(filepath=path)
         widen_shape_key_sliders()
@@ -86,6 +111,8 @@ def read_file(path: str, out: str, samples: int) -> int:
     rate, base = scene.render.fps, scene.render.fps_base
     if suffix == ".fbx":
         to_seconds = lambda f: (f - 1.0) / rate  # noqa: E731
+    elif suffix == ".bvh":
+        to_seconds = lambda f: (f - 1.0) * base / rate  # noqa: E731
     elif suffix == ".blend":
         to_seconds = lambda f: f * base / rate  # noqa: E731
     else:
@@ -129,6 +156,7 @@ def read_file(path: str, out: str, samples: int) -> int:
             meta["meshes"].append(
                 {"name": obj.name, "keys": [k.name for k in keys.key_blocks[1:]] if keys else []}
             )
+    dump_cameras(scene, dump, meta, to_seconds)
     dump["meta"] = np.array(json.dumps(meta))
     np.savez(out, **dump)
     return 0

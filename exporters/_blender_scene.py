@@ -76,6 +76,11 @@ def build_armature(
         rest[j] = offsets[j] + (rest[p] if p >= 0 else 0.0)
     heads = rest @ YUP_TO_ZUP.T
     tails = bone_tails(heads, parents)
+    for j in meta.get("moved", []):  # a bone whose child translates (a root bone above the hips)
+        p = parents[j]  # must not end on the child's head: importers would connect the child
+        if p >= 0 and np.linalg.norm(tails[p] - heads[j]) < 1e-3:
+            length = max(LEAF_MIN_LENGTH, 0.25 * float(np.linalg.norm(heads[j] - heads[p])))
+            tails[p] = heads[p] + np.array([0.0, -length, 0.0])  # forward (-Y): a root bone
     data = bpy.data.armatures.new(meta["name"])
     obj = bpy.data.objects.new(meta["name"], data)
     scene.collection.objects.link(obj)
@@ -99,13 +104,20 @@ def build_armature(
 
 
 def key_animation(
-    obj: bpy.types.Object, names: list[str], rot: np.ndarray, root: np.ndarray, first_frame: int
+    obj: bpy.types.Object,
+    names: list[str],
+    rot: np.ndarray,
+    root: np.ndarray,
+    first_frame: int,
+    moved: dict[int, np.ndarray] | None = None,
 ) -> None:
     """Key every frame: bone quaternions B^T R B (R in Z-up) and root location; linear keys.
 
     Arguments:
         names: (J,) joint names in the rig's order (Blender stores bones depth-first).
         rot: (T,J,3,3) local rotations in the Y-up rig world. root: (T,3) joint-0 world positions.
+        moved: joint -> (T,3) offset from its parent in the parent's frame (Y-up), for joints that
+            translate (the hips under a root bone): location keys B^T (offset - rest offset).
     """
     bones = [obj.data.bones[name] for name in names]
     rest = np.array([np.array(b.matrix_local.to_3x3()) for b in bones])  # (J,3,3)
@@ -119,6 +131,10 @@ def key_animation(
         for j, b in enumerate(bones)
     ]
     channels.append((f'pose.bones["{bones[0].name}"].location', bones[0].name, loc))
+    for j, offset in (moved or {}).items():
+        rest_offset = np.array(bones[j].head_local) - np.array(bones[j].parent.head_local)
+        shift = (offset @ YUP_TO_ZUP.T - rest_offset) @ rest[j]
+        channels.append((f'pose.bones["{bones[j].name}"].location', bones[j].name, shift))
     key_channels(obj, "OBJECT", f"{obj.name}_motion", frames, channels)
 
 
@@ -216,3 +232,50 @@ def add_correctives(
         for f, name in enumerate(names)
     ]
     key_channels(obj.data.shape_keys, "KEY", f"{obj.name}_correctives", frames, channels)
+
+
+def add_camera(
+    scene: bpy.types.Scene,
+    meta: dict[str, Any],
+    positions: np.ndarray,
+    rotations: np.ndarray,
+    frames: np.ndarray,
+) -> bpy.types.Object:
+    """The video's camera as the scene camera, keyed at ``frames`` (T,); render size = the video's.
+
+    Arguments:
+        meta: name, focal_px, width, height and footage (the video shown behind it, or "").
+        positions: (T,3) Y-up world; rotations: (T,3,3) world-from-camera, camera looking along
+            its -Z with +Y up (Blender's and glTF's camera axes), Y-up world.
+    """
+    width, height = int(meta["width"]), int(meta["height"])
+    data = bpy.data.cameras.new(meta["name"])
+    data.sensor_fit = "HORIZONTAL" if width >= height else "VERTICAL"
+    data.sensor_width = data.sensor_height = 36.0
+    data.lens = float(meta["focal_px"]) * 36.0 / max(width, height)
+    data.clip_start, data.clip_end = 0.05, 1000.0
+    obj = bpy.data.objects.new(meta["name"], data)
+    scene.collection.objects.link(obj)
+    obj.rotation_mode = "QUATERNION"
+    scene.camera = obj
+    scene.render.resolution_x, scene.render.resolution_y = width, height
+    scene.render.resolution_percentage = 100
+    quats = sign_continuous(quat_from_matrix(YUP_TO_ZUP @ rotations))
+    channels = [
+        ("location", meta["name"], positions @ YUP_TO_ZUP.T),
+        ("rotation_quaternion", meta["name"], quats),
+    ]
+    key_channels(obj, "OBJECT", f"{meta['name']}_motion", np.asarray(frames, np.float64), channels)
+    obj.location, obj.rotation_quaternion = channels[0][2][0].tolist(), quats[0].tolist()
+    return obj
+
+
+def add_footage(camera: bpy.types.Object, path: str, first_frame: int) -> None:
+    """Show the video behind the camera (scene frame ``first_frame`` shows the video's frame 0;
+    clips run with ``--start`` or ``--stride`` are not shifted or thinned to match)."""
+    clip = bpy.data.movieclips.load(path)
+    clip.frame_start = first_frame  # the scene frame that shows the clip's first picture
+    background = camera.data.background_images.new()
+    background.source, background.clip = "MOVIE_CLIP", clip
+    background.alpha = 1.0
+    camera.data.show_background_images = True

@@ -28,7 +28,8 @@ bone's head is its joint, its tail points at the child that continues the chain,
 the bone's Z axis with the body's front (or up). With bone rest orientation B (bone.matrix_local),
 a rig rotation R relative to the parent becomes the pose quaternion of B^T R B (exact: Blender's
 pose chain is R_arm_j = R_arm_parent (B_parent^T B_j) Q_j). The root bone also carries location
-keys (root motion). Every frame is keyed, quaternions are sign-continuous, interpolation is linear.
+keys (root motion), and so does a joint that translates (the hips under ``--root-motion
+root-bone``'s root bone: B^T (offset - rest offset)). Every frame is keyed, quaternions are sign-continuous, interpolation is linear.
 Per-person files start at frame 0 (time 0 in FBX/glTF); in a combined scene person p starts at
 frame p.frame_start, i.e. at its video time, and every file holds one take over the scene's frames
 (first / last poses held outside a person's own frames). Non-integer rates use ``fps``/``fps_base``
@@ -65,13 +66,14 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
+    from exporters.camera import CameraAnimation
     from exporters.rig import RigAnimation
 
 BLENDER_FORMATS: dict[str, str] = {".fbx": "fbx", ".blend": "blend", ".glb": "glb", ".gltf": "gltf"}
@@ -108,6 +110,18 @@ class MeshDump:
 
 
 @dataclass
+class CameraDump:
+    """A camera read back from a file (Blender's Z-up world, camera looking along its -Z)."""
+
+    name: str
+    frames: np.ndarray  # (K,) keyed frames in the importing scene
+    times: np.ndarray  # (K,) seconds as stored in the file
+    matrices: np.ndarray  # (K,4,4) world matrices at those frames
+    focal_px: float  # lens over sensor, times the render width (or height when taller)
+    resolution: tuple[int, int]
+
+
+@dataclass
 class SceneDump:
     """What a fresh Blender sees after importing a file."""
 
@@ -116,6 +130,7 @@ class SceneDump:
     frame_end: int
     armatures: list[ArmatureDump]
     meshes: list[MeshDump]
+    cameras: list[CameraDump] = field(default_factory=list)
 
 
 def _run_child(
@@ -157,7 +172,10 @@ def _job_timeout(scenes: Mapping[Path, Sequence[RigAnimation]], correctives: boo
 
 
 def _write_job(
-    scenes: Mapping[Path, Sequence[RigAnimation]], workdir: Path, correctives: bool
+    scenes: Mapping[Path, Sequence[RigAnimation]],
+    workdir: Path,
+    correctives: bool,
+    camera: CameraAnimation | None = None,
 ) -> tuple[Path, dict[Path, Path]]:
     """Serialise rigs (one copy each) to npz and the outputs to JSON; returns (job, final->tmp)."""
     from mocap.paths import atomic_path
@@ -179,6 +197,9 @@ def _write_job(
     for i, rig in enumerate(rigs):
         arrays[f"{i}_offsets"] = np.asarray(rig.rest_offsets, np.float64)
         arrays[f"{i}_root"] = np.asarray(rig.root_positions, np.float64)
+        if rig.local_translations:  # joints that translate (a root bone's hips)
+            moved = sorted(rig.local_translations)
+            arrays[f"{i}_moved"] = np.stack([rig.local_translations[j] for j in moved], 1)
         arrays[f"{i}_rot"] = np.asarray(rig.local_rotations, np.float64)
         if rig.mesh is not None:
             arrays[f"{i}_verts"] = np.asarray(rig.mesh.rest_vertices, np.float64)
@@ -196,10 +217,22 @@ def _write_job(
                 "frame_start": int(rig.frame_start),
                 "mesh": rig.mesh is not None,
                 "correctives": dirs is not None,
+                "moved": sorted(rig.local_translations),
             }
         )
+    job: dict[str, Any] = {"arrays": str(workdir / "rigs.npz"), "rigs": meta, "outputs": outputs}
+    if camera is not None:  # one camera in every scene (exporters/camera.py)
+        arrays["camera_frames"] = np.asarray(camera.frames, np.float64)
+        arrays["camera_pos"] = np.asarray(camera.positions, np.float64)
+        arrays["camera_rot"] = np.asarray(camera.rotations, np.float64)
+        job["camera"] = {
+            "name": camera.name,
+            "focal_px": float(camera.focal_px),
+            "width": int(camera.image_size[0]),
+            "height": int(camera.image_size[1]),
+            "footage": camera.footage,
+        }
     np.savez(workdir / "rigs.npz", **arrays)
-    job = {"arrays": str(workdir / "rigs.npz"), "rigs": meta, "outputs": outputs}
     job["result"] = str(workdir / "result.json")
     (workdir / "job.json").write_text(json.dumps(job))
     return workdir / "job.json", temps
@@ -216,7 +249,10 @@ def _check_pose_dirs(rig: RigAnimation) -> None:
 
 
 def _run_job(
-    scenes: Mapping[Path, Sequence[RigAnimation]], timeout: float | None, correctives: bool = True
+    scenes: Mapping[Path, Sequence[RigAnimation]],
+    timeout: float | None,
+    correctives: bool = True,
+    camera: CameraAnimation | None = None,
 ) -> tuple[dict[Path, str | None], dict[str, Any]]:
     """Write all files in one child; returns (path -> error or None, the child's result JSON)."""
     for path, people in scenes.items():
@@ -227,7 +263,7 @@ def _run_job(
         for rig in people:
             _check_pose_dirs(rig)
     with tempfile.TemporaryDirectory(prefix="mocap-blender-") as tmp:
-        job, temps = _write_job(scenes, Path(tmp), correctives)
+        job, temps = _write_job(scenes, Path(tmp), correctives, camera)
         limit = _job_timeout(scenes, correctives) if timeout is None else timeout
         code, tail = _run_child(["write", str(job)], limit)
         result_file = Path(tmp) / "result.json"  # replaced atomically after every file
@@ -248,6 +284,7 @@ def write_with_blender(
     scenes: Mapping[Path, Sequence[RigAnimation]],
     timeout: float | None = None,
     pose_correctives: bool = True,
+    camera: CameraAnimation | None = None,
 ) -> dict[Path, str | None]:
     """Write FBX / .blend / GLB / glTF files through Blender in one child process.
 
@@ -257,6 +294,9 @@ def write_with_blender(
         pose_correctives: give meshes that carry ``pose_dirs`` their pose blend shapes (shape
             keys / morph targets driven every frame, the exact SMPL mesh); False writes plain
             linear blend skinning (about 17 MB smaller per SMPL person, faster to play back).
+        camera: the video's camera, added (animated) to every scene as the scene camera, with the
+            render size of the video, so the characters line up with the footage through it;
+            keyed at video frames (a per-person file shifts it by the person's first frame).
     Returns:
         path -> None when written, else a one-line error (crash, timeout, exporter exception).
     """
@@ -264,7 +304,7 @@ def write_with_blender(
         missing = "Blender's Python module is missing; pip install bpy==5.0.1 (needs Python 3.11)"
         return {Path(p).resolve(): missing for p in scenes}
     errors, _ = _run_job(
-        {Path(p).resolve(): r for p, r in scenes.items()}, timeout, pose_correctives
+        {Path(p).resolve(): r for p, r in scenes.items()}, timeout, pose_correctives, camera
     )
     return errors
 
@@ -273,13 +313,13 @@ def read_with_blender(path: Path, mesh_samples: int = 3, timeout: float = 300.0)
     """Import ``path`` into a fresh Blender and dump armatures (every keyed frame) and meshes.
 
     Arguments:
-        path: an .fbx, .blend, .glb or .gltf file.
+        path: an .fbx, .blend, .glb, .gltf or .bvh file.
         mesh_samples: deformed mesh vertices are evaluated at this many evenly spaced keyed frames.
     """
     from mocap.errors import MocapError
 
     path = Path(path).resolve()
-    if path.suffix.lower() not in BLENDER_FORMATS or not path.is_file():
+    if path.suffix.lower() not in (*BLENDER_FORMATS, ".bvh") or not path.is_file():
         raise MocapError(f"cannot read {path} with Blender; give an existing .fbx/.blend/.glb file")
     with tempfile.TemporaryDirectory(prefix="mocap-blender-") as tmp:
         out = Path(tmp) / "dump.npz"
@@ -304,7 +344,18 @@ def read_with_blender(path: Path, mesh_samples: int = 3, timeout: float = 300.0)
         MeshDump(m["name"], d[f"m{i}_rest"], d[f"m{i}_frames"], d[f"m{i}_posed"], tuple(m["keys"]))
         for i, m in enumerate(meta["meshes"])
     ]
-    return SceneDump(meta["fps"], meta["frame_start"], meta["frame_end"], arms, meshes)
+    cameras = [
+        CameraDump(
+            c["name"],
+            d[f"c{i}_frames"],
+            d[f"c{i}_times"],
+            d[f"c{i}_matrices"],
+            c["focal_px"],
+            (c["width"], c["height"]),
+        )
+        for i, c in enumerate(meta.get("cameras", []))
+    ]
+    return SceneDump(meta["fps"], meta["frame_start"], meta["frame_end"], arms, meshes, cameras)
 
 
 def benchmark_blender_export(

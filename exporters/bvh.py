@@ -10,6 +10,8 @@ File layout written by :func:`write_bvh`:
       ``Zrotation Xrotation Yrotation``. Rotation order ZXY: each joint's local rotation is
       ``Rz(z) @ Rx(x) @ Ry(y)`` (degrees, applied to column vectors, relative to the parent).
       Angles are unwrapped over time (no 360-degree jumps, the closer of the two equivalent triples).
+      A joint that translates (the hips under a root bone, ``rig.local_translations``) has the
+      root's six channels too, OFFSET zero and its position relative to the parent in them.
     - World: Y up, right-handed, metres or centimetres (``units``); Frame Time = 1 / fps.
 """
 
@@ -89,11 +91,12 @@ def _bvh_parts(rig: RigAnimation, units: str) -> tuple[list[str], np.ndarray]:
         pad = "\t" * depth
         order.append(j)
         head = "ROOT" if j == root else "JOINT"
-        offset = np.zeros(3) if j == root else rig.rest_offsets[j] * scale
+        moves = j == root or j in rig.local_translations  # position channels: absolute, offset 0
+        offset = np.zeros(3) if moves else rig.rest_offsets[j] * scale
         lines.append(f"{pad}{head} {rig.joint_names[j]}")
         lines.append(f"{pad}{{")
         lines.append(f"{pad}\tOFFSET {offset[0]:.6f} {offset[1]:.6f} {offset[2]:.6f}")
-        if j == root:
+        if moves:
             lines.append(f"{pad}\tCHANNELS 6 Xposition Yposition Zposition {_ROTATION_CHANNELS}")
         else:
             lines.append(f"{pad}\tCHANNELS 3 {_ROTATION_CHANNELS}")
@@ -109,9 +112,13 @@ def _bvh_parts(rig: RigAnimation, units: str) -> tuple[list[str], np.ndarray]:
 
     emit(root, 0)
     euler = rotations_to_euler(np.asarray(rig.local_rotations, dtype=np.float64))[:, order]
-    values = np.concatenate(
-        [np.asarray(rig.root_positions) * scale, euler.reshape(len(euler), -1)], axis=1
-    )
+    columns = []
+    for k, j in enumerate(order):
+        if j == root or j in rig.local_translations:
+            where = rig.root_positions if j == root else rig.local_translations[j]
+            columns.append(np.asarray(where) * scale)
+        columns.append(euler[:, k])
+    values = np.concatenate(columns, axis=1)
     lines += ["MOTION", f"Frames: {rig.num_frames}", f"Frame Time: {1.0 / rig.fps:.10f}"]
     return lines, values
 

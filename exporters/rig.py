@@ -11,7 +11,8 @@ Conventions:
     - ``local_rotations[t, j]`` rotates joint j relative to its parent (SMPL semantics, expressed in
       the world axes); joint 0's is the global orientation in the world.
     - Joint world positions: forward kinematics of rest offsets, local rotations and ``root_positions``
-      (the world position of joint 0 at each frame).
+      (the world position of joint 0 at each frame). A joint listed in ``local_translations``
+      (a root bone's hips) is placed by its per-frame offset from the parent instead.
     - Pose correctives (SMPL's pose blend shapes): ``mesh.pose_dirs[f]`` is the rest-mesh offset per
       unit of pose feature f, the features being ``(R_j - I)`` of the rig's local rotations as stored,
       flattened row-major for joints 1..J-1 (:func:`pose_features`; 207 for SMPL). The rest mesh is
@@ -20,7 +21,7 @@ Conventions:
       unchanged; :func:`rotate_pose_dirs` converts them for a rig whose axes are turned.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -50,6 +51,9 @@ class RigAnimation:
     fps: float
     frame_start: int = 0  # first frame index in the source video (for combined scenes)
     mesh: RigMesh | None = None
+    # per-frame offsets (T,3) from the parent, in the parent's frame, of joints that translate
+    # (the hips under a root bone, exporters.root_motion); other joints keep their rest offsets
+    local_translations: dict[int, np.ndarray] = field(default_factory=dict)
 
     @property
     def num_frames(self) -> int:
@@ -73,7 +77,11 @@ class RigAnimation:
                 pos[:, k] = self.root_positions
             else:
                 glob[:, k] = glob[:, p] @ self.local_rotations[:, k]
-                pos[:, k] = pos[:, p] + glob[:, p] @ self.rest_offsets[k]
+                offset = self.local_translations.get(k)
+                if offset is None:
+                    pos[:, k] = pos[:, p] + glob[:, p] @ self.rest_offsets[k]
+                else:
+                    pos[:, k] = pos[:, p] + np.einsum("tab,tb->ta", glob[:, p], offset)
         return pos
 
 

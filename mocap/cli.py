@@ -4,13 +4,16 @@ Each subcommand lives in its own module exposing ``add_arguments(parser)`` and `
 Those modules import heavy libraries (torch, bpy, ultralytics) inside ``run`` so that ``--help``
 stays instant. User-caused errors arrive as :class:`~mocap.errors.MocapError` and are printed as one
 line; Ctrl-C exits with 130 and leaves no half-written output (writers rename into place).
+SIGTERM (``kill``, a job scheduler, ``docker stop``) is handled as Ctrl-C and exits with 143.
 """
 
 import argparse
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from mocap import __version__
 from mocap.errors import MocapError
@@ -23,6 +26,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "convert many clips; skips finished ones, survives bad ones",
     ),
     "export": ("mocap.export_cmd", "re-export a saved motion.npz to BVH / FBX / .blend / glTF"),
+    "retarget": ("mocap.retarget_cmd", "put a motion.npz on your own rigged character"),
+    "report": ("mocap.report_cmd", "quality report (HTML) of a clip, or summary page of a batch"),
     "weights": ("mocap.weights", "list, download and locate model weights and the SMPL file"),
     "init-checkpoint": ("mocap.model.init_cmd", "write a randomly initialised model checkpoint"),
     "figures": ("mocap.model.figures", "feature-PCA and deformable-attention figures for a crop"),
@@ -66,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "_module", None) is None:
         parser.print_help()
         return 2
+    installed, previous = _terminate_as_interrupt()
     try:
         return int(args._module.run(args) or 0)
     except MocapError as exc:
@@ -74,8 +80,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:
-        print(
-            "mocap: interrupted; finished files are kept, unfinished ones removed", file=sys.stderr
-        )
-        return 130
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"mocap: {what}; finished files are kept, unfinished ones removed", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        if installed:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it unwinds (and cleans up) as on Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def _terminate_as_interrupt() -> tuple[bool, Any]:
+    """Make SIGTERM raise :class:`Terminated`: (whether it could, the previous handler)."""
+    try:
+        return True, signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread (mocap called from a worker thread)
+        return False, None

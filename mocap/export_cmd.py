@@ -7,12 +7,17 @@ Examples:
 
 World: Y up (BVH, glTF; Blender files are Z up), the floor fitted to the foot contacts and placed at
 y = 0, all people of the clip in one world. Without the SMPL model the built-in skeleton (average
-proportions, no body shape) carries the motion.
+proportions, no body shape) carries the motion. Every person's arrays are checked first: a broken
+one (non-finite values, matrices that are not rotations, inconsistent shapes) is left out of the
+world and reported, the others are still written, and the exit status is 1.
 """
 
 import argparse
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from mocap.errors import MocapError
 
 if TYPE_CHECKING:
     from mocap.body.smpl import BodyModel
@@ -74,6 +79,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="skinned meshes without SMPL's pose-corrective blend shapes (smaller files, plain "
         "skinning; default: exact SMPL mesh)",
     )
+    parser.add_argument(
+        "--rig",
+        default=None,
+        metavar="CHARACTER",
+        help="also put each person on this rigged character (.fbx/.glb/.gltf/.vrm/.blend): "
+        "<person>_<character>.<fmt> for each of fbx, glb, blend in --formats (fbx when none is); "
+        "see `mocap retarget`",
+    )
+    parser.add_argument(
+        "--map", default="auto", metavar="MAP", help="bone map for --rig (see `mocap retarget`)"
+    )
+    parser.add_argument(
+        "--root-motion",
+        choices=("world", "in-place", "root-bone"),
+        default="world",
+        help="root motion of every file (and --rig): world (default: the hips move through the "
+        "world), in-place (no horizontal hip motion) or root-bone (a ground-level 'root' bone "
+        "carries the horizontal motion, the hips keep height and sway: Unreal root motion)",
+    )
+    parser.add_argument(
+        "--foot-lock",
+        choices=("auto", "off"),
+        default="auto",
+        help="auto (default): planted feet held still on the floor (the contacts stored in "
+        "motion.npz, else found); off: feet as estimated",
+    )
 
 
 def _load_body(path: str | None) -> "BodyModel | None":
@@ -88,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
     from mocap.motion import Motion
 
     formats = parse_formats(args.formats)  # fail fast, before loading anything
+    if not (math.isfinite(args.smooth_strength) and 0.0 <= args.smooth_strength <= 10.0):
+        raise MocapError(f"--smooth-strength must be 0 to 10 (got {args.smooth_strength})")
     motion = Motion.load(args.motion)
     out = args.out if args.out is not None else Path(args.motion).resolve().parent
     body = _load_body(args.smpl)
@@ -101,6 +134,17 @@ def run(args: argparse.Namespace) -> int:
         smoothing=args.smooth,
         smooth_strength=args.smooth_strength,
         pose_correctives=args.pose_correctives,
+        foot_lock=args.foot_lock,
+        root_motion=args.root_motion,
     )
     print(report.summary())
+    if args.rig is not None:  # after the other formats, which a bad character must not stop
+        from exporters.retarget_export import retarget_formats, retarget_motion
+
+        done = retarget_motion(
+            motion, args.rig, out, retarget_formats(formats), bone_map=args.map,
+            root_motion=getattr(args, "root_motion", "world"), body=body,
+            foot_lock=getattr(args, "foot_lock", "auto"),
+        )  # fmt: skip
+        print(done.summary())
     return 0 if report.ok else 1

@@ -67,6 +67,17 @@ def _locate_smpl() -> Path | None:
         return None
 
 
+def _locate_blazepose() -> Path | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("mediapipe")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / BLAZEPOSE_FILE
+    return path if path.is_file() else None
+
+
+BLAZEPOSE_FILE = "modules/pose_landmark/pose_landmark_full.tflite"
 HMR2_RUN = "hmr2/logs/train/multiruns/hmr2/0"
 HMR2_URL = "https://people.eecs.berkeley.edu/~jathushan/projects/4dhumans/hmr2_data.tar.gz"
 FEATUP_URL = "https://marhamilresearch4.blob.core.windows.net/feature-upsampling-public/pretrained"
@@ -77,6 +88,10 @@ UNPUBLISHED = (
 # sha256=None: the publishers give no hash; the computed one is printed after download to pin here.
 # fmt: off
 FILES: tuple[WeightFile, ...] = (
+    WeightFile("lite", f"mediapipe/{BLAZEPOSE_FILE}",
+               "embedded model: BlazePose GHUM 3D full (Apache-2.0), bundled in the mediapipe wheel",
+               manual="it ships inside the mediapipe wheel: pip install 'mediapipe==0.10.21'",
+               locate=_locate_blazepose),
     WeightFile("hmr2-data", "hmr2", "HMR2.0 release archive (checkpoint, config, mean params, J19 regressor), extracted here",
                url=HMR2_URL, sha256=None, unpacks=True),
     WeightFile("hmr2-checkpoint", f"{HMR2_RUN}/checkpoints/epoch=35-step=1000000.ckpt",

@@ -41,10 +41,13 @@ from mocap.body.skeleton import (
     BodySource,
     Skeleton,
     builtin_skeleton,
+    track_scale,
     smpl_skeleton,
 )
+from mocap.camera import CameraPath
 from mocap.errors import MocapError
 from mocap.motion import Motion, Track
+from mocap.motion_check import track_problem
 from mocap.smoothing import JitterReport, smooth_track
 
 # camera (x right, y down, z forward) -> Y-up world (x right, y up, z towards the camera)
@@ -53,6 +56,7 @@ FLOOR_PERCENTILE = 5.0
 MAX_TILT_DEG = 30.0  # a floor fitted steeper than this is not trusted (level camera assumed)
 LOG_DEPTH_NOISE = 0.05  # expected relative error of a foot contact's distance from the camera
 SLOPE_PRIOR_STD = 0.15  # prior std of the floor slope seen from a level camera (about 9 deg)
+BODY_UP_PRIOR_STD = 0.02  # ... around the slope the people's own up direction gives (1 deg)
 ROBUST_LOG_SCALE = 0.10  # contacts 10 % off the floor plane's distance are ignored (jumps)
 FRAMES_PER_CELL = 15  # a floor cell counts fully once contacts stayed in it this many frames
 FLOOR_CELL_M = 0.5  # contacts within one floor cell count as one piece of evidence
@@ -82,6 +86,7 @@ class WorldResult:
     skeletons: list[Skeleton]
     jitter: dict[int, JitterReport] = field(default_factory=dict)  # track id -> before/after
     notes: list[str] = field(default_factory=list)
+    skipped: dict[int, str] = field(default_factory=dict)  # track id -> why it was left out
 
 
 def _np(x: object) -> np.ndarray:
@@ -126,13 +131,14 @@ def contiguous(track: Track) -> Track:
         transl=lerp(track.transl),
         boxes=lerp(track.boxes),
         scores=scores,
+        extras={k: lerp(v) for k, v in track.extras.items()},
     )
 
 
 def skeleton_for(track: Track, body: BodySource | None) -> Skeleton:
     """The track's skeleton: SMPL rest joints for its median betas, else the built-in one."""
     if body is None:
-        return builtin_skeleton()
+        return builtin_skeleton(track_scale(track))
     betas = np.median(np.asarray(track.betas, dtype=np.float64), axis=0)
     sole = float(_np(body.rest_vertices(betas))[:, 1].min())
     return smpl_skeleton(body, betas, sole_height=sole)
@@ -145,7 +151,9 @@ def _sole_contacts(rig: RigAnimation, skeleton: Skeleton) -> np.ndarray:
     return feet[np.arange(len(feet)), feet[..., 1].argmin(axis=1)]
 
 
-def fit_floor_tilt(roots: np.ndarray, contacts: np.ndarray) -> np.ndarray:
+def fit_floor_tilt(
+    roots: np.ndarray, contacts: np.ndarray, prior_slope: np.ndarray | None = None
+) -> np.ndarray:
     """Slope (a, b) of the floor plane ``y = a x + b z + c`` under the people's foot contacts.
 
     Arguments:
@@ -159,7 +167,8 @@ def fit_floor_tilt(roots: np.ndarray, contacts: np.ndarray) -> np.ndarray:
     ray d, is at distance ``s = (c - n . o) / (n . d)``; residuals are in log-distance. Depth noise
     then cannot fake a slope, as it does in a vertical fit (farther also means lower below a
     camera). Gauss-Newton with Tukey reweighting (annealed to 10 %: jumps and outliers drop out),
-    and a prior that the camera is level. Frames are not independent evidence: a 50 cm floor cell
+    and a prior on the slope: ``prior_slope`` (the people's own up direction, see
+    :func:`body_up_slope`), else a level camera. Frames are not independent evidence: a 50 cm floor cell
     counts at most once, however long the contacts stay in it, so directions the contacts do not
     span (a person standing, or walking along a line) stay level. Roots less than ~3 degrees below
     the camera's horizon are not used (camera at hip height or lower: level assumed).
@@ -169,14 +178,16 @@ def fit_floor_tilt(roots: np.ndarray, contacts: np.ndarray) -> np.ndarray:
     offsets = contacts - roots
     usable = -rays[:, 1] > MIN_RAY_DIP
     height = dist * -rays[:, 1] - offsets[:, 1]  # camera height above each contact, level camera
+    center = np.zeros(3) if prior_slope is None else np.array([*prior_slope, 0.0])
     if usable.sum() < 3 or np.median(height[usable]) <= 0:
-        return np.zeros(2)
+        return center[:2].copy()
     rays, offsets, log_dist = rays[usable], offsets[usable], np.log(dist[usable])
     cells = np.floor(contacts[usable][:, [0, 2]] / FLOOR_CELL_M).astype(np.int64)
     _, inverse, counts = np.unique(cells, axis=0, return_inverse=True, return_counts=True)
     evidence = 1.0 / np.maximum(counts[inverse.reshape(-1)], FRAMES_PER_CELL)
-    prior = np.diag([(LOG_DEPTH_NOISE / SLOPE_PRIOR_STD) ** 2] * 2 + [0.0])
-    theta = np.array([0.0, 0.0, float(np.log(np.median(height[usable])))])  # a, b, log(-c)
+    std = SLOPE_PRIOR_STD if prior_slope is None else BODY_UP_PRIOR_STD
+    prior = np.diag([(LOG_DEPTH_NOISE / std) ** 2] * 2 + [0.0])
+    theta = np.array([*center[:2], float(np.log(np.median(height[usable])))])  # a, b, log(-c)
 
     def residuals(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         num = np.exp(t[2]) - t[0] * offsets[:, 0] + offsets[:, 1] - t[1] * offsets[:, 2]
@@ -198,11 +209,13 @@ def fit_floor_tilt(roots: np.ndarray, contacts: np.ndarray) -> np.ndarray:
             ],
             axis=1,
         )
-        step = np.linalg.solve(jac.T @ (w[:, None] * jac) + prior, jac.T @ (w * r) + prior @ theta)
-        cost = w @ r**2 + theta @ prior @ theta
+        step = np.linalg.solve(
+            jac.T @ (w[:, None] * jac) + prior, jac.T @ (w * r) + prior @ (theta - center)
+        )
+        cost = w @ r**2 + (theta - center) @ prior @ (theta - center)
         for _ in range(20):  # backtracking: the model is non-linear in the slope and height
             trial = theta - step
-            if w @ residuals(trial)[0] ** 2 + trial @ prior @ trial <= cost:
+            if w @ residuals(trial)[0] ** 2 + (trial - center) @ prior @ (trial - center) <= cost:
                 theta = trial
                 break
             step = step / 2.0
@@ -218,12 +231,28 @@ def _rotation_to_up(up: np.ndarray) -> np.ndarray:
     return Rotation.from_rotvec(axis / np.linalg.norm(axis) * angle).as_matrix()
 
 
+def body_up_slope(rigs: list[RigAnimation]) -> np.ndarray | None:
+    """Floor slope (a, b) implied by the people's own up direction (level camera world), or None.
+
+    People stand and walk upright, so the mean direction of their bodies' up axis (the root
+    rotation applied to SMPL's +y) is gravity as the camera sees it: a camera looking down sees
+    everyone leaning back. The mean over all frames and people averages out gait and lean.
+    """
+    ups = np.concatenate([rig.local_rotations[:, 0, :, 1] for rig in rigs])  # (N,3) body +y
+    if len(ups) < 10:
+        return None
+    up = ups.mean(axis=0)
+    if np.linalg.norm(up) < 0.5 or up[1] <= 0.5:  # people disagree, or lie rather than stand
+        return None
+    return np.array([-up[0] / up[1], -up[2] / up[1]])
+
+
 def level_correction(rigs: list[RigAnimation], skeletons: list[Skeleton]) -> np.ndarray | None:
     """(3,3) rotation that makes the fitted floor horizontal, or None when it is tilted > 30 deg."""
     pairs = list(zip(rigs, skeletons, strict=True))
     roots = np.concatenate([rig.root_positions for rig, _ in pairs])
     contacts = np.concatenate([_sole_contacts(rig, skel) for rig, skel in pairs])
-    a, b = fit_floor_tilt(roots, contacts)
+    a, b = fit_floor_tilt(roots, contacts, body_up_slope(rigs))
     if np.degrees(np.arctan(np.hypot(a, b))) > MAX_TILT_DEG:
         return None
     up = np.array([-a, 1.0, -b])
@@ -268,24 +297,52 @@ def place_in_world(
     """Shift camera-aligned rigs (in place) so the floor is y = 0 and the people start near x = z = 0.
 
     A person whose own floor (low percentile of their sole heights) is more than ``FLOOR_SNAP_M``
-    from the shared one is moved onto it vertically; each such move is appended to ``notes``.
+    from the shared one has a depth error: they are moved along their viewing ray (so they stay
+    where the video shows them) until they stand on it, or vertically when no ray distance within
+    4x does; each such move is appended to ``notes``.
     """
     soles = [_sole_contacts(rig, skel)[:, 1] for rig, skel in zip(rigs, skeletons, strict=True)]
     floor = float(np.percentile(np.concatenate(soles), FLOOR_PERCENTILE))
     start = np.mean([rig.root_positions[0] for rig in rigs], axis=0)
     offset = np.array([start[0], floor, start[2]])
     for rig, sole in zip(rigs, soles, strict=True):
-        rig.root_positions = rig.root_positions - offset
         own = float(np.percentile(sole, FLOOR_PERCENTILE)) - floor
         if abs(own) > FLOOR_SNAP_M:
-            rig.root_positions[:, 1] -= own
+            scale = _distance_onto_floor(rig.root_positions[:, 1], sole, floor)
+            if scale is not None:  # along the viewing ray: the image stays where it was
+                rig.root_positions = rig.root_positions * scale
+                how = f"moved {100 * (scale - 1):+.0f}% along its viewing ray onto it"
+            else:  # a ray that never meets the floor: moved vertically
+                rig.root_positions = rig.root_positions - np.array([0.0, own, 0.0])
+                how = "moved vertically onto it"
             if notes is not None:
                 where = "above" if own > 0 else "below"
                 notes.append(
                     f"{rig.name} stood {abs(own):.2f} m {where} the shared floor (a depth "
-                    "error): moved onto it; --focal-length improves depth"
+                    f"error): {how}; --focal-length improves depth"
                 )
+        rig.root_positions = rig.root_positions - offset
     return WorldFrame(rotation=to_world, offset=offset)
+
+
+def _distance_onto_floor(root_y: np.ndarray, sole_y: np.ndarray, floor: float) -> float | None:
+    """Factor on a person's distance from the camera (camera at the origin, level world) that
+    puts their own floor (low percentile of sole heights) on ``floor``; None when no factor in
+    [1/4, 4] does (roots at or above the camera's height, or a far-off depth)."""
+    if not np.all(root_y < 0):
+        return None
+    rel = sole_y - root_y
+
+    def own(scale: float) -> float:
+        return float(np.percentile(scale * root_y + rel, FLOOR_PERCENTILE)) - floor
+
+    lo, hi = 0.25, 4.0  # own() decreases with the distance (the roots are below the camera)
+    if own(lo) < 0 or own(hi) > 0:
+        return None
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if own(mid) > 0 else (lo, mid)
+    return 0.5 * (lo + hi)
 
 
 def build_world(
@@ -303,24 +360,29 @@ def build_world(
         smoothing: None or "none" (use the motion as saved), "offline" or "oneeuro".
         strength: smoothing strength (0 off, 1 default, 2 strong).
     """
-    if not motion.tracks:
+    bad = {t.track_id: p for t in motion.tracks if (p := track_problem(t)) is not None}
+    if not motion.tracks or len(bad) == len(motion.tracks):
+        why = "; ".join(f"track {i}: {p}" for i, p in {**motion.rejected, **bad}.items())
         raise MocapError(
-            "the motion has no people to export; check the clip with `mocap run --preview`"
+            f"no usable person in the motion ({why}); re-run `mocap run` on the clip"
+            if why
+            else "the motion has no people to export; check the clip with `mocap run --preview`"
         )
     if not motion.fps > 0:
         raise MocapError(f"the motion's frame rate is {motion.fps}; re-create it with `mocap run`")
     tracks, jitter, notes = [], {}, []
     for track in motion.tracks:
-        if len(track) == 0:
-            notes.append(f"track {track.track_id} has no frames and was skipped")
+        if track.track_id in bad:  # kept out of the shared floor and world fit
             continue
         track = contiguous(track)
         if smoothing not in (None, "none"):
             track, jitter[track.track_id] = smooth_track(track, smoothing, strength, body)
         tracks.append(track)
-    if not tracks:
-        raise MocapError("every track of the motion is empty; re-run `mocap run` on the clip")
     skeletons = [skeleton_for(track, body) for track in tracks]
+    camera = CameraPath.from_extras(motion.extras)  # a moving camera: people in the first view
+    if camera is not None:
+        pairs = zip(tracks, skeletons, strict=True)
+        tracks = [camera.compose(t, s.rest_joints[0]) for t, s in pairs]
     rigs = [
         _camera_rig(track, skel, motion.fps, body, CAMERA_TO_WORLD)
         for track, skel in zip(tracks, skeletons, strict=True)
@@ -345,7 +407,7 @@ def build_world(
             "(pass --smpl PATH or set MOCAP_SMPL for shaped skeletons and meshes)"
         )
     world = place_in_world(rigs, skeletons, level @ CAMERA_TO_WORLD, notes)
-    return WorldResult(rigs=rigs, world=world, skeletons=skeletons, jitter=jitter, notes=notes)
+    return WorldResult(rigs, world, skeletons, jitter, notes, skipped=bad)
 
 
 def motion_to_rigs(

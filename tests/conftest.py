@@ -1,9 +1,14 @@
 """Shared test fixtures: real data in ../shared/data, the YOLO test detector, a synthetic SMPL body."""
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from mocap.pipeline.config import RunSettings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,3 +49,31 @@ def smpl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("smpl")
     write_synthetic_smpl(directory)
     return directory
+
+
+# Settings that only decide which frames and outputs a clip gets, never what build_engines loads.
+CLIP_ONLY_SETTINGS = ("start", "end", "stride", "preview", "formats", "overwrite")
+
+
+@pytest.fixture(scope="module")
+def models_loaded_once() -> Iterator[None]:
+    """In-process `mocap run` / `mocap batch` calls of one test module that would load the same
+    detector and model share them (loading costs ~10 s). Opt in with
+    ``pytestmark = pytest.mark.usefixtures("models_loaded_once")``."""
+    import json
+
+    from mocap.pipeline import run_cmd
+
+    real, cache = run_cmd.build_engines, {}
+
+    def cached(settings: "RunSettings") -> object:
+        loads = {k: v for k, v in settings.to_dict().items() if k not in CLIP_ONLY_SETTINGS}
+        key = json.dumps(loads, sort_keys=True, default=str)
+        key += os.environ.get("MOCAP_HOME", "") + "|" + os.environ.get("MOCAP_SMPL", "")
+        if key not in cache:
+            cache[key] = real(settings)
+        return cache[key]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(run_cmd, "build_engines", cached)
+        yield

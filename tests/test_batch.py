@@ -4,7 +4,6 @@ import contextlib
 import io
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,9 +11,9 @@ import pytest
 
 from mocap.cli import main
 from mocap.motion import Motion
-from mocap.pipeline.config import RunSettings
 
 VIDEOS = ("walking_crowd_1080p", "street_5frames_540p", "posetrack_5frames_mpeg4")
+pytestmark = pytest.mark.usefixtures("models_loaded_once")  # conftest
 
 
 @pytest.fixture(scope="module")
@@ -47,24 +46,6 @@ class Ran:
     code: int
     stdout: str
     stderr: str
-
-
-@pytest.fixture(scope="module", autouse=True)
-def models_loaded_once() -> Iterator[None]:
-    """In-process runs of this module share the loaded detector and model (loading costs ~10 s)."""
-    from mocap.pipeline import run_cmd
-
-    real, cache = run_cmd.build_engines, {}
-
-    def cached(settings: RunSettings) -> object:
-        key = json.dumps({**settings.to_dict(), "end": None, "overwrite": None, "start": None})
-        if key not in cache:
-            cache[key] = real(settings)
-        return cache[key]
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(run_cmd, "build_engines", cached)
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -202,6 +202,6 @@ def test_no_traceback_for_unknown_precision_in_config(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({"precision": "int8"}))
+    config.write_text(yaml.safe_dump({"precision": "int4"}))
     code, _, err = run_cli(["run", "x.mp4", "-o", str(tmp_path), "--config", str(config)], capsys)
     assert_one_line_error(code, err, "precision")

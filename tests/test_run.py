@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -19,9 +18,9 @@ import yaml
 
 from mocap.cli import main
 from mocap.motion import Motion
-from mocap.pipeline.config import RunSettings
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("models_loaded_once")  # conftest
 CROWD = "walking_crowd_1080p"
 
 
@@ -38,27 +37,6 @@ def one_line_error(code: int, err: str) -> str:
     assert code != 0 and len(lines) == 1 and "Traceback" not in err, err
     assert lines[0].startswith("mocap: error: ")
     return lines[0]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def models_loaded_once() -> Iterator[None]:
-    """In-process runs with the same model settings share the loaded detector and model (~10 s)."""
-    from mocap.pipeline import run_cmd
-
-    real, cache = run_cmd.build_engines, {}
-
-    def cached(settings: RunSettings) -> object:
-        key = json.dumps(
-            {**settings.to_dict(), "end": None, "stride": None, "preview": None, "formats": None}
-        )
-        key += os.environ.get("MOCAP_HOME", "") + os.environ.get("MOCAP_SMPL", "")
-        if key not in cache:
-            cache[key] = real(settings)
-        return cache[key]
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(run_cmd, "build_engines", cached)
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -317,3 +295,30 @@ def test_image_folder_input(
         f"person_{t.track_id}.bvh" for t in motion.tracks
     }
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("variant", ["hmr2", "vitpose-deformable", "featup-deformable"])
+def test_int8_precision_runs_every_variant(
+    variant: str, tmp_path: Path, shared_data: Path, yolo_weights: Path
+) -> None:
+    """``--precision int8`` (dynamic int8 backbone linears, CPU) end to end on a real clip."""
+    checkpoint = tmp_path / f"{variant}.safetensors"
+    assert main(["init-checkpoint", variant, "--size", "tiny", "-o", str(checkpoint)]) == 0
+    clip = shared_data / "videos" / "posetrack_5frames_mpeg4.mp4"
+    argv = [
+        "run", str(clip), "-o", str(tmp_path / "out"), "--end", "0.1", "--precision", "int8",
+        "--checkpoint", str(checkpoint), "--detector", str(yolo_weights), "--formats", "npz",
+        "--min-track-length", "2", "-q",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    result = tmp_path / "out" / "posetrack_5frames_mpeg4"
+    info = json.loads((result / "run.json").read_text())
+    assert info["settings"]["precision"] == "int8"
+    assert info["model"]["precision"] == "int8" and info["model"]["device"] == "cpu"
+    assert info["settings"]["checkpoint"] == str(checkpoint)  # holds the variant (tiny)
+    motion = Motion.load(result / "motion.npz")
+    assert motion.tracks and all(list(t.frames) == [0, 1, 2] for t in motion.tracks)
+    for t in motion.tracks:
+        rot = np.concatenate([t.global_orient[:, None], t.body_pose], axis=1).astype(np.float64)
+        np.testing.assert_allclose(np.linalg.det(rot), 1.0, atol=1e-4)
+        assert np.isfinite(t.transl).all() and np.all(t.transl[:, 2] > 0)

@@ -124,6 +124,32 @@ def test_gradients_reach_every_trainable_parameter(
         assert all(p.grad is not None for p in backbone)
 
 
+@pytest.mark.parametrize("variant, factor", CASES)
+def test_int8_predictor_quantises_the_backbone_only(
+    variant: str, factor: int | None, means: Path, shared_data: Path
+) -> None:
+    import copy
+
+    import cv2
+    import numpy as np
+
+    from mocap.model.int8 import is_quantized
+    from mocap.model.predictor import Predictor
+
+    image = cv2.imread(str(shared_data / "images" / "coco_val2014_192.jpg"))
+    boxes = np.array([[264.0, 177.0, 384.0, 421.0], [430.0, 227.0, 523.0, 475.0]])
+    model = _build(variant, factor, means)
+    ref = Predictor(copy.deepcopy(model), device="cpu").predict(image, boxes)
+    int8 = Predictor(model, device="cpu", precision="int8")
+    assert int8.precision == "int8" and int8.device.type == "cpu"
+    assert is_quantized(int8.model.backbone) and not is_quantized(int8.model.head)
+    out = int8.predict(image, boxes)
+    rot = np.concatenate([out.global_orient[:, None], out.body_pose], 1)
+    np.testing.assert_allclose(np.linalg.det(rot), 1.0, atol=1e-4)
+    assert 0 < np.abs(out.body_pose - ref.body_pose).max() < 1e-2  # random tiny weights
+    np.testing.assert_allclose(out.transl, ref.transl, rtol=1e-2)
+
+
 @pytest.mark.parametrize("size", ["tiny", "full"])
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_configs_round_trip_through_json(variant: str, size: str) -> None:

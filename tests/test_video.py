@@ -336,9 +336,8 @@ def test_image_folder_errors(shared_data: Path, tmp_path: Path) -> None:
     shutil.copy(photos[1], mixed / "b.jpg")  # 480x640
     with pytest.raises(MocapError, match="share one size"):
         list(open_video(mixed))
-    (mixed / "b.jpg").write_bytes(b"broken")
-    with pytest.raises(MocapError, match="cannot read image"):
-        list(open_video(mixed))
+    (mixed / "b.jpg").write_bytes(b"broken")  # skipped with a note (tests/test_hostile_inputs.py)
+    assert [f.time for f in open_video(mixed)] == [0.0]
 
 
 def test_streaming_memory_is_flat(shared_data: Path) -> None:

@@ -102,9 +102,9 @@ class Skeleton:
         return off
 
 
-def builtin_skeleton() -> Skeleton:
-    """The built-in skeleton (no SMPL data): 1.70 m adult at average proportions."""
-    table = np.array([_BUILTIN_REST[name] for name in SMPL_JOINT_NAMES], dtype=np.float64)
+def builtin_skeleton(scale: float = 1.0) -> Skeleton:
+    """The built-in skeleton (no SMPL data): 1.70 m adult at average proportions, times ``scale``."""
+    table = scale * np.array([_BUILTIN_REST[name] for name in SMPL_JOINT_NAMES], dtype=np.float64)
     floor = -(table[0, 1] + PELVIS_BELOW_ORIGIN)  # the floor's y in the model frame
     rest = table.copy()
     rest[:, 1] += floor
@@ -143,6 +143,16 @@ def forward_kinematics(
         (T,J,3) joint positions: the root at ``rest_joints[0] + transl``, every other joint at its
         parent's position plus the parent's global rotation applied to the rest offset.
     """
+    return forward_kinematics_global(rest_joints, rotations, transl, parents)[0]
+
+
+def forward_kinematics_global(
+    rest_joints: np.ndarray,
+    rotations: np.ndarray,
+    transl: np.ndarray,
+    parents: tuple[int, ...] = SMPL_PARENTS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`forward_kinematics` that also returns the (T,J,3,3) global rotation of every joint."""
     t, j = rotations.shape[:2]
     rest = np.broadcast_to(rest_joints, (t, j, 3))
     glob = np.empty((t, j, 3, 3))
@@ -154,7 +164,14 @@ def forward_kinematics(
         else:
             glob[:, k] = glob[:, p] @ rotations[:, k]
             pos[:, k] = pos[:, p] + np.einsum("tab,tb->ta", glob[:, p], rest[:, k] - rest[:, p])
-    return pos
+    return pos, glob
+
+
+def track_scale(track: Track) -> float:
+    """Uniform size of the built-in skeleton for a track (``extras["skeleton_scale"]``, else 1):
+    the embedded model scales it to the person's measured bone lengths when SMPL is absent."""
+    scale = track.extras.get("skeleton_scale")
+    return float(np.median(scale)) if scale is not None and len(scale) else 1.0
 
 
 def track_joints(track: Track, body: RestJointSource | None = None) -> np.ndarray:
@@ -165,7 +182,7 @@ def track_joints(track: Track, body: RestJointSource | None = None) -> np.ndarra
     """
     rotations = np.concatenate([track.global_orient[:, None], track.body_pose], axis=1)
     if body is None:
-        rest = np.broadcast_to(builtin_skeleton().rest_joints, (len(track), 24, 3))
+        rest = np.broadcast_to(builtin_skeleton(track_scale(track)).rest_joints, (len(track), 24, 3))
     else:
         base = np.asarray(body.rest_joints(np.zeros(10)), dtype=np.float64)
         basis = np.stack(

@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from mocap.errors import MocapError
 from mocap.model.build import ModelConfig, build_model, hmr2
+from mocap.model.checkpoint_config import parse_model_config
 from mocap.model.hmr import HMR
 from mocap.paths import atomic_output
 
@@ -63,15 +64,21 @@ def save_checkpoint(
 
 
 def read_config(path: str | Path) -> ModelConfig:
-    """The ``ModelConfig`` embedded in a mocap checkpoint (reads only the header)."""
-    return ModelConfig.from_json(_read_metadata(Path(path))["config"])
+    """The ``ModelConfig`` embedded in a mocap checkpoint (reads only the header), validated
+    (:func:`~mocap.model.checkpoint_config.parse_model_config`) before anything is built."""
+    path = Path(path)
+    return parse_model_config(_read_metadata(path)["config"], path)
 
 
 def load_checkpoint(path: str | Path) -> HMR:
     """Rebuild the model stored in a mocap checkpoint (weights loaded with strict key matching)."""
     path = Path(path)
-    config = ModelConfig.from_json(_read_metadata(path)["config"])
-    return _build_loaded(config, load_file(str(path)), path)
+    config = read_config(path)
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise MocapError(f"{path} has unreadable weights ({str(exc)[:120]}); re-create it") from exc
+    return _build_loaded(config, state, path)
 
 
 def _read_metadata(path: Path) -> dict[str, str]:
@@ -107,17 +114,50 @@ def _build_loaded(config: ModelConfig, state: dict[str, torch.Tensor], path: Pat
     return model
 
 
+def _names(keys: list[str], shown: int = 3) -> str:
+    """``len(keys)`` and the first few of them, each shortened: a summary, never the whole list."""
+    names = ", ".join(k if len(k) <= 60 else k[:57] + "..." for k in keys[:shown])
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return f"{len(keys)} ({names}{more})"
+
+
+def key_mismatch(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> str | None:
+    """One summarised line of the tensors ``state`` lacks, has in excess or has in another shape
+    or kind than ``model`` expects; None when they match."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [
+        k
+        for k, v in expected.items()
+        if k in state
+        and (
+            tuple(state[k].shape) != tuple(v.shape)
+            or state[k].is_floating_point() != v.is_floating_point()
+        )
+    ]
+    parts = [
+        f"{what} {_names(keys)}"
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", wrong))
+        if keys
+    ]
+    return "; ".join(parts) or None
+
+
 def _load_strict(
     model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, assign: bool = False
 ) -> None:
-    try:
-        model.load_state_dict(state, strict=True, assign=assign)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[1:2]
-        raise MocapError(
-            f"{path} does not match its architecture ({' '.join(first).strip()}); "
-            "the file is damaged or was written by an incompatible version"
-        ) from exc
+    mismatch = key_mismatch(model, state)
+    if mismatch is None:
+        try:
+            model.load_state_dict(state, strict=True, assign=assign)
+            return
+        except RuntimeError as exc:
+            mismatch = str(exc).strip().splitlines()[-1][:200]
+    raise MocapError(
+        f"{path} does not match its architecture (tensors {mismatch}); "
+        "the file is damaged or was written by an incompatible version"
+    )
 
 
 def is_mocap_checkpoint(path: str | Path) -> bool:

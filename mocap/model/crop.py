@@ -1,35 +1,51 @@
 """HMR2.0 preprocessing: person box -> normalised 256x192 crop, and the crop <-> image mapping.
 
-Exactly HMR2.0's demo pipeline (reference-spec section 5):
+Identical (to float32 rounding, < 1e-4 in normalised units) to the crops 4D-Humans' demo feeds
+HMR2.0 (``ViTDetDataset``; reference-spec section 5):
 
-1. centre = box midpoint; the box is enlarged (never shrunk) to the 192:256 aspect and the crop
-   is the square of side ``size = max(h, w * 256 / 192)`` around the centre (no 2.5x rescale);
-2. when the crop downsamples by d = size / 256 / 2 > 1.1, the image is first blurred with a
-   Gaussian of sigma (d - 1) / 2 (anti-aliasing; radius 4 sigma, edge pixels repeated);
-3. the affine map image -> crop sends the centre to pixel (128, 128) of a 256x256 patch with scale
-   256 / size (bilinear, zeros outside the image), of which columns 32:224 are kept;
-4. BGR -> RGB and ImageNet normalisation ``(x - 255 mean) / (255 std)``.
+1. the box is taken in float32, as 4D-Humans stores it: centre = box midpoint; its width and
+   height go through HMR2.0's ``scale = side / 200`` and back (float32); the box is enlarged
+   (never shrunk) to the 192:256 aspect and the crop is the square of side
+   ``size = max(h, w * 256 / 192)`` around the centre (no 2.5x rescale);
+2. when the crop downsamples by d = size / 256 / 2 > 1.1, the frame is first blurred with
+   skimage's ``gaussian`` (sigma (d - 1) / 2 over rows and columns, none across channels, radius
+   ``int(4 sigma + 0.5)``, edge pixels repeated), computed in float64, and the float64 result is
+   warped; otherwise the uint8 frame is warped and the crop is rounded to uint8, as OpenCV does;
+3. the affine image -> patch is OpenCV's solution for three float32 point pairs (centre ->
+   (128, 128), centre + (0, size/2) -> (128, 256), centre + (size/2, 0) -> (256, 128)); the
+   warp is bilinear on OpenCV's 1/32-pixel grid, zeros outside the frame, into a 256x256 patch
+   of which columns 32:224 are kept (HMR2.0 slices its input so; warping straight into a
+   192-wide crop would move that sampling grid);
+4. BGR -> RGB and ImageNet normalisation ``(x - 255 mean) / (255 std)`` in float32.
 
 Coordinates are pixel centres (OpenCV's convention): crop pixel (u, v), u in [0, 192), maps to
 image pixel ``center + (u - 96, v - 128) * size / 256``. :class:`Crop` carries both directions so
 the image transform and the coordinate transform cannot drift apart.
 
-The blur is applied to the part of the image the crop reads (plus the kernel radius), not to the
-whole frame: identical result, much cheaper for a small person in a 4K frame.
+The blur is applied to the part of the frame the crop reads (plus the kernel radius), not to the
+whole frame: the same numbers (the filter is separable and position-independent), much cheaper
+for a small person in a 4K frame.
 """
 
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from scipy.ndimage import gaussian_filter
 
 from mocap.errors import MocapError
 
 CROP_HEIGHT, CROP_WIDTH = 256, 192
 PATCH = 256  # HMR2.0 warps to a 256x256 patch and keeps columns 32:224
+PATCH_LEFT = (PATCH - CROP_WIDTH) // 2
 ASPECT = CROP_WIDTH / CROP_HEIGHT
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+# 4D-Humans' constants: 255 * mean / std in float64, applied to a float32 crop (float32 result).
+_MEAN_255 = (255.0 * np.array([0.485, 0.456, 0.406])).astype(np.float32)
+_STD_255 = (255.0 * np.array([0.229, 0.224, 0.225])).astype(np.float32)
+BLUR_ABOVE = 1.1  # downsampling factor above which the frame is anti-aliased first
+TRUNCATE = 4.0  # Gaussian radius in sigmas (skimage / scipy default)
 
 
 def crop_to_image(points: np.ndarray, center: np.ndarray, size: float) -> np.ndarray:
@@ -83,15 +99,24 @@ class CropBatch:
 
 
 def box_to_crop(box_xyxy: np.ndarray) -> tuple[np.ndarray, float]:
-    """Box (4,) x1, y1, x2, y2 -> (centre (2,), side of the square crop), enlarged to 192:256."""
+    """Box (4,) x1, y1, x2, y2 -> (centre (2,), side of the square crop), enlarged to 192:256.
+
+    Float32 arithmetic where 4D-Humans has it: a different last bit of the side moves OpenCV's
+    1/32-pixel sampling grid at a few rows, which changes those rows by up to a grey level.
+    """
     box = np.asarray(box_xyxy, np.float64).reshape(-1)
     if box.shape != (4,) or not np.isfinite(box).all():
         raise MocapError(f"person box {box_xyxy!r} is not 4 finite numbers; pass x1, y1, x2, y2")
-    w, h = box[2] - box[0], box[3] - box[1]
-    if w <= 0 or h <= 0:
+    if box[2] <= box[0] or box[3] <= box[1]:
         raise MocapError(f"person box {box.tolist()} is empty; pass x1 < x2 and y1 < y2")
-    center = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
-    return center, float(max(h, w / ASPECT))
+    b = box.astype(np.float32)
+    center = (b[2:] + b[:2]) / np.float32(2.0)
+    w, h = (b[2:] - b[:2]) / np.float32(200.0) * np.float32(200.0)  # HMR2.0's "scale", float32
+    if h / w < CROP_HEIGHT / CROP_WIDTH:  # wider than 192:256: the width decides
+        size = max(float(w) * CROP_HEIGHT / CROP_WIDTH, float(h))
+    else:
+        size = float(h)
+    return center.astype(np.float64), size
 
 
 def crop_person(image_bgr: np.ndarray, box_xyxy: np.ndarray) -> Crop:
@@ -109,10 +134,10 @@ def crop_person(image_bgr: np.ndarray, box_xyxy: np.ndarray) -> Crop:
             "decode frames as bgr24"
         )
     center, size = box_to_crop(box_xyxy)
-    patch = _warp(image_bgr, center, size)
-    rgb = patch[:, :, ::-1]
-    normalised = (rgb - 255.0 * IMAGENET_MEAN) / (255.0 * IMAGENET_STD)
-    image = np.ascontiguousarray(normalised.transpose(2, 0, 1), dtype=np.float32)
+    patch = _warp(image_bgr, center, size)[:, PATCH_LEFT : PATCH_LEFT + CROP_WIDTH]
+    rgb = patch[:, :, ::-1].astype(np.float32)
+    normalised = (rgb - _MEAN_255) / _STD_255
+    image = np.ascontiguousarray(normalised.transpose(2, 0, 1))
     return Crop(image=image, center=center, size=size)
 
 
@@ -131,28 +156,36 @@ def crop_people(image_bgr: np.ndarray, boxes_xyxy: np.ndarray) -> CropBatch:
     )
 
 
+def patch_affine(center: np.ndarray, size: float) -> np.ndarray:
+    """(2, 3) float64 affine image -> 256x256 patch, from three float32 point pairs (OpenCV)."""
+    c = np.asarray(center, np.float32)
+    half = np.float32(size * 0.5)
+    src = np.stack([c, c + np.array([0, half], np.float32), c + np.array([half, 0], np.float32)])
+    dst = np.array([[PATCH / 2, PATCH / 2], [PATCH / 2, PATCH], [PATCH, PATCH / 2]], np.float32)
+    return cv2.getAffineTransform(src, dst)
+
+
 def _warp(image: np.ndarray, center: np.ndarray, size: float) -> np.ndarray:
-    """(H, W, 3) uint8 -> (256, 192, 3) float32 crop, anti-aliased, zeros outside the image."""
-    scale = PATCH / size
-    sigma = (size / PATCH / 2 - 1) / 2
-    blur = sigma > (1.1 - 1) / 2  # i.e. downsampling factor d > 1.1
-    radius = int(4.0 * sigma + 0.5) if blur else 0
-    # Region the crop reads: its footprint, +1 px for bilinear taps, + the blur radius.
-    half = np.array([CROP_WIDTH, CROP_HEIGHT]) / 2 / scale + 1 + radius
+    """(H, W, 3) uint8 -> (256, 256, 3) patch: uint8, or float64 when anti-aliased."""
+    forward = patch_affine(center, size)
+    flags, border = cv2.INTER_LINEAR, cv2.BORDER_CONSTANT
+    d = size / PATCH / 2
+    if d <= BLUR_ABOVE:
+        return cv2.warpAffine(image, forward, (PATCH, PATCH), flags=flags, borderMode=border)
+    sigma = (d - 1) / 2
+    radius = int(TRUNCATE * sigma + 0.5)
+    # The part of the frame the patch reads: its footprint, +1 px for bilinear taps, + the radius.
+    half = size / 2 + 1 + radius
     h, w = image.shape[:2]
     x0, y0 = np.floor(center - half).astype(int).clip(0, [w, h])
     x1, y1 = np.ceil(center + half + 1).astype(int).clip(0, [w, h])
-    out_size = (CROP_WIDTH, CROP_HEIGHT)
     if x1 <= x0 or y1 <= y0:  # the crop lies entirely outside the image
-        return np.zeros((CROP_HEIGHT, CROP_WIDTH, 3), np.float32)
-    region: np.ndarray = image[y0:y1, x0:x1].astype(np.float32)
-    if blur:
-        k = 2 * radius + 1
-        region = cv2.GaussianBlur(region, (k, k), sigma, borderType=cv2.BORDER_REPLICATE)
-    cx, cy = center[0] - x0, center[1] - y0
-    affine = np.array(
-        [[scale, 0.0, CROP_WIDTH / 2 - scale * cx], [0.0, scale, CROP_HEIGHT / 2 - scale * cy]]
+        return np.zeros((PATCH, PATCH, 3))
+    # The blurred part sits at its place in an otherwise unused (never touched, so never
+    # allocated) zero frame: the warp keeps 4D-Humans' matrix. Shifting the matrix instead would
+    # re-round its translation, and its float32-born entries often sit on rounding ties.
+    blurred = np.zeros((h, w, 3))
+    blurred[y0:y1, x0:x1] = gaussian_filter(
+        image[y0:y1, x0:x1].astype(np.float64), (sigma, sigma, 0), mode="nearest", truncate=TRUNCATE
     )
-    return cv2.warpAffine(
-        region, affine, out_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
-    )
+    return cv2.warpAffine(blurred, forward, (PATCH, PATCH), flags=flags, borderMode=border)

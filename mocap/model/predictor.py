@@ -5,11 +5,14 @@ split): cropping (``mocap.model.crop``), device placement, precision, batching a
 camera into a full-image translation (``mocap.geometry.cam_crop_to_full``, HMR2.0's formula, focal
 length overridable).
 
+Device and precision follow :mod:`mocap.device` (the rules every caller shares).
 Precision: ``bf16`` / ``fp16`` store the backbone's block linears (99% of its FLOPs) in that type
-once, no per-call casting (``ViT.set_matmul_dtype``); the residual stream, LayerNorms, the
-upsamplers and the head, a small part of the cost, stay in fp32, as under autocast, so that
-rotations, shape and camera keep full precision. On a CPU, fp16 is not a fast path: it falls back to bf16
-where the CPU has bf16 matrix units (AMX / AVX512-BF16), else to fp32, with a message.
+once, no per-call casting (``ViT.set_matmul_dtype``); ``int8`` (CPU only, on request) replaces
+them by dynamic int8 linears (``ViT.quantize_int8``, :mod:`mocap.model.int8`). The residual
+stream, LayerNorms, the upsamplers and the head, a small part of the cost, stay in fp32, as under
+autocast, so that rotations, shape and camera keep full precision. On a CPU, fp16 is not a fast
+path: it falls back to bf16 where the CPU has bf16 matrix units (AMX / AVX512-BF16), else to
+fp32, with a message.
 """
 
 import logging
@@ -19,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mocap.device import cpu_has_fast_bf16, resolve_device, resolve_precision, torch_dtype
 from mocap.errors import MocapError
 from mocap.geometry import cam_crop_to_full, default_focal_length
 from mocap.model.checkpoint import load_any_checkpoint
@@ -26,8 +30,7 @@ from mocap.model.crop import crop_people
 from mocap.model.hmr import HMR
 
 log = logging.getLogger(__name__)
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-DEVICES = ("auto", "cpu", "cuda")
+__all__ = ["Predictor", "SMPLParams", "cpu_has_fast_bf16"]
 
 
 @dataclass
@@ -54,48 +57,16 @@ class SMPLParams:
         return len(self.betas)
 
 
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU multiplies bf16 in hardware (AMX or AVX512-BF16)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; MocapError for cuda without a GPU."""
-    if device not in DEVICES:
-        raise MocapError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise MocapError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """The backbone dtype for ``precision`` on ``device`` (fp16 on CPU falls back, with a message)."""
-    if precision not in PRECISIONS:
-        raise MocapError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
-    if device.type == "cpu" and precision == "fp16":
-        fallback = "bf16" if cpu_has_fast_bf16() else "fp32"
-        log.warning("fp16 is not a fast path on CPU; using %s instead", fallback)
-        precision = fallback
-    elif device.type == "cpu" and precision == "bf16" and not cpu_has_fast_bf16():
-        log.warning("this CPU has no bf16 matrix units (AMX / AVX512-BF16): bf16 will be slow")
-    return PRECISIONS[precision]
-
-
 class Predictor:
     """Runs an HMR model on person crops.
 
     Arguments:
         model: the network (any variant); the predictor takes it over: it is moved to
-            ``device``, put in eval mode and its backbone linears cast to ``precision`` in place.
-        device: ``auto``, ``cpu`` or ``cuda``.
-        precision: ``fp32``, ``bf16`` or ``fp16`` for the backbone (see the module docstring).
+            ``device``, put in eval mode and its backbone linears cast to ``precision`` (or
+            quantised, for int8) in place.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        precision: ``auto``, ``fp32``, ``bf16``, ``fp16`` or ``int8`` for the backbone (see the
+            module docstring); ``auto`` never picks int8.
         focal_length: full-image focal length in pixels; None = HMR2.0's 5000/256 * max(W, H).
         batch_size: crops per forward pass.
     """
@@ -112,12 +83,16 @@ class Predictor:
             raise MocapError(f"focal length must be positive pixels, got {focal_length}")
         if batch_size < 1:
             raise MocapError(f"batch size must be at least 1, got {batch_size}")
-        self.device = resolve_device(device)
-        self.dtype = resolve_precision(precision, self.device)
+        self.device = torch.device(resolve_device(device, precision))
+        self.precision = resolve_precision(precision, str(self.device))
+        self.dtype = torch_dtype(self.precision)  # of the backbone linears (int8: their inputs)
         self.focal_length = focal_length
         self.batch_size = batch_size
         self.model = model.eval().to(self.device)
-        self.model.backbone.set_matmul_dtype(self.dtype)
+        if self.precision == "int8":
+            self.model.backbone.quantize_int8()
+        else:
+            self.model.backbone.set_matmul_dtype(self.dtype)
 
     @classmethod
     def from_checkpoint(

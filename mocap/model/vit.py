@@ -62,19 +62,24 @@ class PatchEmbed(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with one fused qkv projection (q | k | v rows, head-major)."""
+    """Multi-head self-attention with one fused qkv projection (q | k | v rows, head-major).
+
+    ``input_dtype``: what the linears take (set by :meth:`ViT.set_matmul_dtype`); None = the
+    stream's own type (fp32 weights, or dynamic int8 linears, which take float32).
+    """
 
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.qkv = nn.Linear(dim, dim * 3, bias=True)
         self.proj = nn.Linear(dim, dim)
+        self.input_dtype: torch.dtype | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, N, C) -> (B, N, C)."""
         b, n, c = x.shape
         qkv = (
-            self.qkv(x.to(self.qkv.weight.dtype))
+            self.qkv(_cast(x, self.input_dtype))
             .view(b, n, 3, self.num_heads, c // self.num_heads)
             .permute(2, 0, 3, 1, 4)
         )
@@ -84,15 +89,20 @@ class Attention(nn.Module):
 
 
 class Mlp(nn.Module):
-    """fc1 -> exact GELU -> fc2."""
+    """fc1 -> exact GELU -> fc2 (``input_dtype`` as in :class:`Attention`)."""
 
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
+        self.input_dtype: torch.dtype | None = None
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(F.gelu(self.fc1(x.to(self.fc1.weight.dtype))))
+        return self.fc2(F.gelu(self.fc1(_cast(x, self.input_dtype))))
+
+
+def _cast(x: Tensor, dtype: torch.dtype | None) -> Tensor:
+    return x if dtype is None else x.to(dtype)
 
 
 class Block(nn.Module):
@@ -108,7 +118,7 @@ class Block(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # With bf16/fp16 linears (ViT.set_matmul_dtype) the branches come back in that type and
-        # the residual sum is promoted to the stream's fp32.
+        # the residual sum is promoted to the stream's fp32; int8 linears return fp32.
         x = x + self.drop_path(self.attn(self.norm1(x)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
@@ -168,6 +178,22 @@ class ViT(nn.Module):
             for module in block.modules():
                 if isinstance(module, nn.Linear):
                     module.to(dtype)
+            for part in block.modules():
+                if isinstance(part, Attention | Mlp):
+                    part.input_dtype = None if dtype == torch.float32 else dtype
+        return self
+
+    def quantize_int8(self) -> "ViT":
+        """Dynamic int8 block linears (CPU; :mod:`mocap.model.int8`), in place. Returns self.
+
+        The float32 stream feeds them directly; the patch embedding, norms and position
+        embedding stay float32. Irreversible.
+        """
+        from mocap.model.int8 import quantize_linears
+
+        self.set_matmul_dtype(torch.float32)
+        for block in self.blocks:
+            quantize_linears(block)
         return self
 
     def forward(self, images: Tensor) -> ViTFeatures:

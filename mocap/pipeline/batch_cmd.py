@@ -7,6 +7,11 @@ interrupted batch resumes where it stopped; --overwrite redoes everything. A cli
 reported in one line and the others go on. At the end: a summary table, OUT/manifest.json, and
 exit status 1 if any clip failed.
 
+Several batches may share one OUT: each clip is locked while it is converted, so it is converted
+once and the other batches skip it; OUT/manifest.json is merged (each clip's latest outcome) and
+rewritten after every clip, so a killed batch still leaves the record of the clips it finished.
+Staging left by killed runs is removed.
+
 examples:
   mocap batch clips/ -o out
   mocap batch 'shoot/**/*.mp4' extra.mov -o out --formats bvh,fbx --combined
@@ -21,10 +26,11 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mocap.errors import MocapError
 from mocap.pipeline.config import add_settings_arguments
+from mocap.pipeline.staging import clip_name
 
 if TYPE_CHECKING:
     from mocap.pipeline.config import RunSettings
@@ -107,9 +113,8 @@ def collect_clips(inputs: list[str]) -> tuple[list[Path], list[ClipStatus], list
             clips.append(path)
         else:
             error = f"{path} does not exist; check the path"
-            missing.append(
-                ClipStatus(source=str(path), name=path.stem, status="failed", error=error)
-            )
+            name = clip_name(path)
+            missing.append(ClipStatus(source=str(path), name=name, status="failed", error=error))
     unique: dict[Path, Path] = {}
     for clip in clips:
         unique.setdefault(clip.resolve(), clip)
@@ -118,8 +123,6 @@ def collect_clips(inputs: list[str]) -> tuple[list[Path], list[ClipStatus], list
 
 def output_names(clips: list[Path]) -> list[str]:
     """A distinct output folder name per clip: its stem, prefixed by its folder when stems collide."""
-    from mocap.pipeline.run import clip_name
-
     names = [clip_name(c) for c in clips]
     taken: set[str] = set()
     out = []
@@ -153,23 +156,50 @@ def summary_table(rows: list[ClipStatus]) -> str:
     return "\n".join(fmt.format(*row).rstrip() for row in [header, *lines])
 
 
-def write_manifest(out: Path, rows: list[ClipStatus], settings: "RunSettings", model: str) -> Path:
-    """OUT/manifest.json: settings, model and every clip's outcome (temporary file, then rename)."""
+def _manifest_clips(path: Path) -> list[dict[str, Any]]:
+    """The clip rows of an existing manifest.json ([] when absent or unreadable)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    clips = data.get("clips") if isinstance(data, dict) else None
+    if not isinstance(clips, list):
+        return []
+    return [c for c in clips if isinstance(c, dict) and isinstance(c.get("name"), str)]
+
+
+def write_manifest(
+    out: Path,
+    rows: list[ClipStatus],
+    settings: "RunSettings",
+    model: str,
+    busy: frozenset[str] = frozenset(),
+) -> Path:
+    """OUT/manifest.json: settings, model and every clip's latest outcome, merged with what other
+    batches on OUT wrote (under a lock; temporary file, then rename). A clip in ``busy`` (skipped
+    because another batch converts it) keeps that batch's row."""
     from mocap import __version__
-    from mocap.paths import atomic_path
+    from mocap.paths import write_text_atomic
+    from mocap.pipeline.staging import FileLock
 
     path = out / "manifest.json"
-    data = {
-        "mocap_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "model": model,
-        "settings": settings.to_dict(),
-        "counts": {s: sum(r.status == s for r in rows) for s in ("done", "skipped", "failed")},
-        "clips": [asdict(r) for r in rows],
-    }
-    tmp = atomic_path(path)
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    with FileLock(out / ".manifest.lock").acquire(wait=True):
+        merged = {c["name"]: c for c in _manifest_clips(path)}
+        for row in rows:
+            if row.name not in busy or row.name not in merged:
+                merged[row.name] = asdict(row)
+        clips = list(merged.values())
+        data = {
+            "mocap_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "model": model,
+            "settings": settings.to_dict(),
+            "counts": {
+                s: sum(c.get("status") == s for c in clips) for s in ("done", "skipped", "failed")
+            },
+            "clips": clips,
+        }
+        write_text_atomic(path, json.dumps(data, indent=2) + "\n")
     return path
 
 
@@ -177,13 +207,17 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mocap.pipeline.config import resolve_settings
+    from mocap.pipeline.report_batch import write_batch_report
     from mocap.pipeline.run import check_output_root, is_done, process_video
     from mocap.pipeline.run_cmd import build_engines, setup_logging
+    from mocap.pipeline.staging import DONE, ClipBusy, ClipFinished, clean_stale
 
     setup_logging(args)
     settings = resolve_settings(args)
     out = Path(args.output).expanduser()
     check_output_root(out)
+    for line in clean_stale(out):  # staging and temporary files of killed runs
+        log.info("%s", line)
     clips, rows, notes = collect_clips(args.inputs)
     if not clips and not rows:
         raise MocapError(
@@ -204,6 +238,8 @@ def run(args: argparse.Namespace) -> int:
         return loaded[0]
 
     show = not args.quiet and sys.stderr.isatty()
+    busy: set[str] = set()  # clips another batch converted: its manifest row is kept
+    started = time.time()
     try:
         for clip, name in tqdm(
             list(zip(clips, output_names(clips), strict=True)),
@@ -214,6 +250,8 @@ def run(args: argparse.Namespace) -> int:
             row = ClipStatus(source=str(clip), name=name, status="skipped", output=str(out / name))
             if is_done(out / name) and not settings.overwrite:
                 rows.append(row)
+                if (out / name / DONE).stat().st_mtime >= started:  # by a concurrent batch
+                    busy.add(name)
                 continue
             row.status = "interrupted"  # until it ends one way or the other
             rows.append(row)
@@ -223,6 +261,12 @@ def run(args: argparse.Namespace) -> int:
             except _LoadFailed as exc:
                 row.status, row.error = "failed", str(exc)
                 raise MocapError(str(exc)) from None  # stop: the other clips cannot run either
+            except ClipBusy:
+                row.status, row.error = "skipped", "being converted by another mocap process"
+                busy.add(name)
+            except ClipFinished:  # finished by another batch since the check above
+                row.status = "skipped"
+                busy.add(name)
             except MocapError as exc:
                 row.status, row.error = "failed", str(exc)
             except Exception as exc:  # a bug on one clip must not lose the others
@@ -242,9 +286,12 @@ def run(args: argparse.Namespace) -> int:
             row.seconds = time.perf_counter() - t0
             if row.status == "failed":
                 tqdm.write(f"mocap: {name}: failed: {row.error}", file=sys.stderr)
+            model = loaded[0].model_label if loaded else ""
+            write_manifest(out, rows, settings, model, frozenset(busy))  # survives a SIGKILL
     finally:
         model = loaded[0].model_label if loaded else ""
-        manifest = write_manifest(out, rows, settings, model)
+        manifest = write_manifest(out, rows, settings, model, frozenset(busy))
+    write_batch_report(out, settings)  # OUT/summary.html (mocap.pipeline.report_batch)
     if not args.quiet:
         print(summary_table(rows))
         print(f"manifest: {manifest}")

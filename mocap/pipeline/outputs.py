@@ -1,30 +1,34 @@
-"""The files of one clip: names, the staging folder's contents, run.json, and publishing.
+"""The files of one clip: the staging folder's contents, run.json, the ``.done`` marker.
 
 Everything is written into a hidden staging folder next to the final one and renamed to
-``OUT/<clip>`` only when complete; ``.done`` is the last file written, and only when every
-requested output was written, so an interrupted or partly failed run never looks finished.
+``OUT/<clip>`` only when complete (:mod:`mocap.pipeline.staging`: names, locks, publishing);
+``.done`` is the last file written, and only when every requested output was written, so an
+interrupted or partly failed run never looks finished.
 """
 
 import logging
 import os
-import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mocap.errors import MocapError
 from mocap.motion import Motion
+from mocap.paths import write_text_atomic
 from mocap.pipeline.config import RunSettings
+from mocap.pipeline.staging import DONE, clip_name, is_done, publish
 from mocap.pipeline.stream import StageTimer
 
 if TYPE_CHECKING:
     from mocap.pipeline.run import Engines
 
+__all__ = ["DONE", "PassResult", "clip_name", "is_done", "publish", "write_done"]  # + writers
 log = logging.getLogger("mocap")
-DONE = ".done"
 
 
 @dataclass
@@ -35,16 +39,19 @@ class PassResult:
     frames: int  # decoded frames
     detections: int  # person boxes sent to the model
     jitter: dict[int, tuple[float, float]]  # track id -> mean joint acceleration before / after
+    contacts: dict[int, Any] = field(default_factory=dict)  # track id -> contacts.FootLockReport
 
 
-def clip_name(video: Path) -> str:
-    """Output folder name of a clip: the file stem, or the folder name for an image folder."""
-    return video.name if video.is_dir() else video.stem
-
-
-def is_done(out_dir: Path) -> bool:
-    """True when ``out_dir`` holds a finished run (its ``.done`` marker exists)."""
-    return (out_dir / DONE).is_file()
+@contextmanager
+def decoded_again() -> Iterator[None]:
+    """Passes that decode the clip again after the streaming pass (camera, preview, report)
+    would repeat its damage warnings (truncated file, broken images): they are said once."""
+    video_log = logging.getLogger("mocap.pipeline.video")
+    was, video_log.disabled = video_log.disabled, True
+    try:
+        yield
+    finally:
+        video_log.disabled = was
 
 
 def check_output_root(output: Path) -> None:
@@ -68,19 +75,35 @@ def write_outputs(
     settings: RunSettings,
     engines: "Engines",
     timer: StageTimer,
+    contacts: dict[int, Any] | None = None,
 ) -> tuple[list[Path], list[str], list[str]]:
     """motion.npz (always), config.yaml, exporter files and the preview into ``staging``.
 
     Returns the files written, one line per output that failed (the others are still written) and
-    the exporters' notes.
+    the exporters' notes. Fills ``contacts`` (track id -> ``mocap.contacts.FootLockReport``).
     """
+    from mocap.contacts import find_contacts
+    from mocap.pipeline.camera_pass import camera_pass
     from mocap.pipeline.config import save_config
 
+    with timer("camera"):  # --camera: the camera's path joins the motion before anything is written
+        motion, notes = camera_pass(
+            video, motion, settings.camera, settings.start, settings.end, settings.stride
+        )
+    with timer("contacts"):  # foot contacts into motion.npz; what locking them does, to run.json
+        try:
+            motion, feet = find_contacts(motion, engines.body, settings.foot_lock)
+            notes += feet.notes
+            for line in (r.summary() for r in feet.reports.values()):
+                log.info("%s", line)
+            if contacts is not None:
+                contacts.update(feet.reports)
+        except MocapError as exc:  # e.g. no usable person: the exporters say it again
+            notes.append(f"foot contacts not found: {exc}")
     with timer("write"):
         files = [motion.save(staging / "motion.npz"), staging / "config.yaml"]
         save_config(settings, staging / "config.yaml")
     failures: list[str] = []
-    notes: list[str] = []
     if settings.formats:
         from exporters import export_motion
 
@@ -92,10 +115,28 @@ def write_outputs(
                 body=engines.body,
                 per_person=settings.per_person,
                 units=settings.units,
+                foot_lock=settings.foot_lock,  # with the contacts just stored in the motion
+                root_motion=settings.root_motion,
             )
         files += report.files
         failures += [f"{f.person} {f.format}: {f.message}" for f in report.failures]
-        notes += report.notes
+        notes += [n for n in report.notes if n not in notes]  # foot-lock notes are said once
+    if settings.rig:  # --rig: each person on the user's character (exporters.retarget_export)
+        from exporters.retarget_export import retarget_formats, retarget_motion
+
+        with timer("retarget"):
+            try:
+                fmts = retarget_formats(settings.formats)
+                root = getattr(settings, "root_motion", "world")  # the foot-locking issue's
+                lock = getattr(settings, "foot_lock", "auto")
+                done = retarget_motion(
+                    motion, settings.rig, staging, fmts, root_motion=root,
+                    body=engines.body, foot_lock=lock,
+                )  # fmt: skip
+                files += done.files
+                notes += [done.bone_map.how, *done.notes]
+            except MocapError as exc:
+                failures.append(f"retarget: {exc}")
     if settings.preview:
         from mocap.pipeline.preview import render_preview
 
@@ -131,7 +172,6 @@ def write_run_json(
     import torch
 
     from mocap import __version__
-    from mocap.paths import atomic_path
 
     sec = timer.seconds
     motion, pass_s = result.motion, sec.get("pass", 0.0)
@@ -164,6 +204,9 @@ def write_run_json(
                 "interpolated_frames": int(np.sum(t.scores == 0)),
                 "jitter_before_m_s2": round(result.jitter[t.track_id][0], 4),
                 "jitter_after_m_s2": round(result.jitter[t.track_id][1], 4),
+                "contacts": result.contacts[t.track_id].to_dict()
+                if t.track_id in result.contacts
+                else None,
             }
             for t in motion.tracks
         ],
@@ -174,16 +217,13 @@ def write_run_json(
         "warnings": warnings,
         "failures": failures,
     }
-    path = staging / "run.json"
-    tmp = atomic_path(path)
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    if settings.report:  # needs run.json's numbers; adds its "quality" block (never fails the run)
+        from mocap.pipeline.report import add_report
+
+        add_report(staging, video, motion, data, engines.body)
+    write_text_atomic(staging / "run.json", json.dumps(data, indent=2) + "\n")
 
 
-def publish(staging: Path, final: Path) -> None:
-    """Rename the finished staging folder to ``final``, replacing an older result."""
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(staging, final)
-    shutil.rmtree(old, ignore_errors=True)
+def write_done(staging: Path) -> None:
+    """The ``.done`` marker: the last file of a clip whose every output was written."""
+    write_text_atomic(staging / DONE, time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")

@@ -100,11 +100,13 @@ def draw_skeleton(
 def _posed(track: Track, rows: np.ndarray, body: Any | None) -> np.ndarray:
     """(N,V,3) mesh vertices (with SMPL) or (N,24,3) joints (built-in skeleton), camera frame."""
     if body is None:
-        from mocap.body.skeleton import builtin_skeleton, forward_kinematics
+        from mocap.body.skeleton import builtin_skeleton, forward_kinematics, track_scale
 
         rot = np.concatenate([track.global_orient[rows, None], track.body_pose[rows]], axis=1)
         return forward_kinematics(
-            builtin_skeleton().rest_joints, rot.astype(np.float64), track.transl[rows]
+            builtin_skeleton(track_scale(track)).rest_joints,
+            rot.astype(np.float64),
+            track.transl[rows],
         )
     import torch
 
@@ -141,6 +143,16 @@ def _draw_frame(
             image, f"#{track.track_id}", (x1, max(y1 - 6, 12)), 0, 0.8, colour, 2, cv2.LINE_AA
         )
     return image
+
+
+def draw_people(
+    image: np.ndarray, index: int, motion: Motion, body: Any | None = None
+) -> np.ndarray:
+    """Draw everyone present at frame ``index`` onto ``image`` (in place) as the preview does, and
+    return it (for single frames, e.g. the report's contact sheet)."""
+    lookup = {t.track_id: {int(f): k for k, f in enumerate(t.frames)} for t in motion.tracks}
+    faces = np.asarray(body.faces, dtype=np.int64) if body is not None else None
+    return _draw_frame(image, index, motion, lookup, body, faces)
 
 
 def _open_encoder(path: Path, fps: float, size: tuple[int, int]) -> tuple[Any, Any]:

@@ -16,7 +16,6 @@ import logging
 import logging.handlers
 import os
 import shutil
-import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,16 +28,27 @@ import numpy as np
 from mocap.errors import MocapError
 from mocap.geometry import video_focal_length
 from mocap.motion import Motion, Track
+from mocap.paths import write_error
 from mocap.pipeline.config import RunSettings
 from mocap.pipeline.outputs import (
     DONE,
     PassResult,
     check_output_root,
     clip_name,
+    decoded_again,
     is_done,
     publish,
+    write_done,
     write_outputs,
     write_run_json,
+)
+from mocap.pipeline.staging import (
+    ClipFinished,
+    check_clip_name,
+    clean_stale,
+    clip_lock,
+    is_mocap_output,
+    make_staging,
 )
 from mocap.pipeline.stream import Prefetcher, StageTimer, batched
 
@@ -63,7 +73,8 @@ class Engines:
 
     Attributes:
         detector: ``mocap.pipeline.detect.PersonDetector``.
-        predictor: ``mocap.model.predictor.Predictor``.
+        estimator: the body model behind ``mocap.model.estimator.Estimator`` (HMR networks or
+            the embedded BlazePose model; the pipeline never asks which).
         body: ``mocap.body.smpl.BodyModel`` or None (built-in skeleton).
         model_label: one line naming the model, for logs and summaries.
         model_info: variant, checkpoint, device, precision (for run.json).
@@ -73,7 +84,7 @@ class Engines:
     """
 
     detector: Any
-    predictor: Any
+    estimator: Any
     body: Any | None
     model_label: str
     model_info: dict[str, Any]
@@ -104,9 +115,10 @@ def build_track(track_id: int, rows: dict[str, list[Any]], plan: Any, times: np.
     """Per-frame model outputs of one identity -> a :class:`Track` with its short gaps bridged.
 
     Arguments:
-        rows: per field (``frames``, ``boxes``, ``scores`` and the SMPL fields), a list of blocks of
-            consecutive observed samples (one block per model batch, first axis: samples). The
-            lists are emptied as they are used (the caller's copy of a long track is freed early).
+        rows: per field (``frames``, ``boxes``, ``scores``, the SMPL fields and the model's
+            extras as ``x_<name>``), a list of blocks of consecutive observed samples (one block
+            per model batch, first axis: samples). The lists are emptied as they are used (the
+            caller's copy of a long track is freed early).
         plan: ``trackers.GapFill`` for the observed frames: which samples to blend at each frame.
         times: (N,) seconds of every decoded frame, indexed by frame index.
     Rotations are slerped (``mocap.geometry.quat_slerp``, only at bridged frames), vectors lerped;
@@ -132,8 +144,11 @@ def build_track(track_id: int, rows: dict[str, list[Any]], plan: Any, times: np.
         else:
             values[name] = plan.lerp(v)
     scores = np.where(plan.observed, np.concatenate(rows.pop("scores"))[plan.lo], 0.0)
+    extras = {k[2:]: plan.lerp(np.concatenate(rows.pop(k))) for k in list(rows) if k[:2] == "x_"}
     frames = plan.frames_out
-    return Track(track_id, frames, times[frames], scores=scores.astype(np.float32), **values)
+    return Track(
+        track_id, frames, times[frames], scores=scores.astype(np.float32), extras=extras, **values
+    )
 
 
 @contextmanager
@@ -152,6 +167,28 @@ def _held_warnings(name: str) -> Iterator[None]:
         logger.propagate = propagate
     for record in held.buffer:  # reached only on success
         logger.handle(record)
+
+
+@contextmanager
+def _held_output(logger: logging.Logger) -> Iterator[None]:
+    """Hold what ``logger``'s printing handlers would show (buffers such as the run.json
+    collector still get it); show it only if the block succeeds. A full disk then is one error
+    line, not first a warning for every file that did not fit."""
+    held = logging.handlers.BufferingHandler(capacity=10_000)
+    shown = [h for h in logger.handlers if not isinstance(h, logging.handlers.BufferingHandler)]
+    for h in shown:
+        logger.removeHandler(h)
+    logger.addHandler(held)
+    try:
+        yield
+    finally:
+        logger.removeHandler(held)
+        for h in shown:
+            logger.addHandler(h)
+    for record in held.buffer:  # reached only on success
+        for h in shown:
+            if record.levelno >= h.level:
+                h.handle(record)
 
 
 def process_video(
@@ -181,16 +218,32 @@ def process_video(
     video, output = Path(video).expanduser(), Path(output).expanduser().resolve()
     if not video.exists():
         raise MocapError(f"video not found: {video}; check the path")
-    clip = name or clip_name(video)
-    final = output / clip
+    clip = check_clip_name(name or clip_name(video))
     check_output_root(output)
-    if final.exists() and not settings.overwrite:
-        if is_done(final):
-            raise MocapError(f"{final} is already finished; pass --overwrite to redo it")
-        if not (final / "run.json").is_file():  # an unfinished run of ours is redone silently
-            raise MocapError(
-                f"{final} exists but is not a mocap output; remove it or pass --overwrite"
-            )
+    with clip_lock(output, clip):  # ClipBusy while another process converts this clip
+        for line in clean_stale(output, clip):  # staging of killed runs, a half-done publish
+            log.info("%s", line)
+        final = output / clip
+        if os.path.lexists(final):
+            if not is_mocap_output(final):
+                raise MocapError(
+                    f"{final} exists but was not written by mocap; move it away or choose "
+                    "another -o (--overwrite only replaces mocap's own results)"
+                )
+            if is_done(final) and not settings.overwrite:
+                raise ClipFinished(f"{final} is already finished; pass --overwrite to redo it")
+        return _convert(video, output, clip, settings, engines, progress)
+
+
+def _convert(
+    video: Path,
+    output: Path,
+    clip: str,
+    settings: RunSettings,
+    engines: "Engines | Callable[[], Engines] | None",
+    progress: bool,
+) -> RunResult:
+    """:func:`process_video` once the clip is locked: decode, estimate, write, publish."""
     from mocap.pipeline.video import open_video
 
     # open (and probe) the video before loading any model, so bad input fails fast
@@ -205,22 +258,28 @@ def process_video(
     collector = logging.handlers.BufferingHandler(capacity=10_000)  # warnings for run.json
     collector.setLevel(logging.WARNING)
     log.addHandler(collector)
-    staging = output / f".{clip}.partial-{os.getpid()}"
+    final, staging = output / clip, None
     try:
         with timer("pass"):
             result = _estimate_motion(stream, settings, engines, timer, progress)
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        files, failures, notes = write_outputs(
-            staging, video, result.motion, settings, engines, timer
-        )
-        warnings = [*engines.warnings, *(r.getMessage() for r in collector.buffer), *notes]
-        write_run_json(staging, video, result, settings, engines, timer, files, warnings, failures)
-        if not failures:  # a clip with a failed output is redone by the next batch
-            (staging / DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
-        publish(staging, final)
+        staging = make_staging(output, clip)
+        with _held_output(log), decoded_again():
+            try:
+                files, failures, notes = write_outputs(
+                    staging, video, result.motion, settings, engines, timer, result.contacts
+                )
+                warnings = [*engines.warnings, *(r.getMessage() for r in collector.buffer), *notes]
+                write_run_json(
+                    staging, video, result, settings, engines, timer, files, warnings, failures
+                )
+                if not failures:  # a clip with a failed output is redone by the next batch
+                    write_done(staging)
+            except OSError as exc:  # a full disk or a vanished folder, whichever writer met it
+                raise write_error(final, exc) from exc
+            publish(staging, final)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         raise
     finally:
         log.removeHandler(collector)
@@ -244,7 +303,6 @@ def _estimate_motion(
     import torch
     from tqdm import tqdm
 
-    from mocap.model.crop import crop_person
     from mocap.smoothing import smooth_track
     from trackers import build_tracker, finish_tracks
 
@@ -267,18 +325,19 @@ def _estimate_motion(
         )
     detections = 0
 
+    estimator = engines.estimator
+    failed: dict[int, int] = defaultdict(int)  # track id -> items the model found no body in
+
     def infer(items: list[tuple[int, int, np.ndarray, float, Any]]) -> None:
         with timer("model"), torch.inference_mode():
-            params = engines.predictor.predict_crops(
-                np.stack([c.image for *_, c in items]),
-                np.stack([c.center for *_, c in items]),
-                np.array([c.size for *_, c in items], dtype=np.float32),
-                image_size,
-                focal[0],
-            )
+            est = estimator.estimate([c for *_, c in items], image_size, focal[0])
+        params = est.params
         by_track: dict[int, list[int]] = defaultdict(list)
         for k, (tid, *_) in enumerate(items):
-            by_track[tid].append(k)
+            if est.valid[k]:
+                by_track[tid].append(k)
+            else:  # a crop without a body (or with non-finite outputs) is a missed detection
+                failed[tid] += 1
         for tid, ks in by_track.items():  # one block per track and batch (copies, not views)
             r, idx = rows[tid], np.asarray(ks)
             r["frames"].append(np.array([items[k][1] for k in ks], dtype=np.int64))
@@ -286,6 +345,8 @@ def _estimate_motion(
             r["scores"].append(np.array([items[k][3] for k in ks], dtype=np.float32))
             for field_name in _FIELDS:
                 r[field_name].append(getattr(params, field_name)[idx])
+            for name, value in est.extras.items():
+                r[f"x_{name}"].append(np.asarray(value)[idx])
 
     bar = tqdm(
         desc=video.name,
@@ -305,8 +366,8 @@ def _estimate_motion(
                     tracked = tracker.update(det.boxes, det.scores, frame.index)
                 with timer("crop"):
                     for t in tracked:
-                        crop = crop_person(frame.image, t.box)
-                        pending.append((t.track_id, frame.index, np.asarray(t.box), t.score, crop))
+                        item = estimator.prepare(frame.image, np.asarray(t.box), t.track_id)
+                        pending.append((t.track_id, frame.index, np.asarray(t.box), t.score, item))
                 detections += len(tracked)
                 while len(pending) >= settings.batch_size:  # crops held: < batch + one frame's
                     infer(pending[: settings.batch_size])
@@ -317,8 +378,24 @@ def _estimate_motion(
     finally:
         prefetch.close()
         bar.close()
+        estimator.close()
 
+    lost = sorted(tid for tid in failed if tid not in rows)
+    for tid in lost:
+        log.warning(
+            "person #%d: the model found no body in any of its %d crops; skipped", tid, failed[tid]
+        )
+    partly = sum(n for tid, n in failed.items() if tid in rows)
+    if partly:
+        log.info(
+            "%d crops gave no body (treated as missed detections, bridged like any gap)", partly
+        )
     if not rows:
+        if lost:
+            raise MocapError(
+                f"the model found no body in any of the {len(lost)} detected people in {video}; "
+                "check that whole people are visible"
+            )
         raise MocapError(
             f"no person detected in {video}; lower --det-conf or --min-box, or check --detector / --classes"
         )
@@ -327,15 +404,16 @@ def _estimate_motion(
     plans = finish_tracks(frames_by_id, settings.max_gap, min_len)
     people, frame_times = len(rows), np.asarray(times)
     kept, jitter = [], {}
-    with timer("smooth"):
-        for tid, plan in plans.items():
+    for tid, plan in plans.items():
+        with timer("fit"):  # whole-track model steps (the embedded model's proportions and IK)
             track = build_track(tid, rows.pop(tid), plan, frame_times)
-            # betas held at the per-track median; rotations filtered on SO(3)
+            track = estimator.finish_track(track, engines.body, image_size, focal[0])
+        with timer("smooth"):  # betas held at the per-track median; rotations filtered on SO(3)
             track, report = smooth_track(
                 track, settings.smooth, settings.smooth_strength, engines.body
             )
-            kept.append(track)
-            jitter[tid] = (report.before, report.after)
+        kept.append(track)
+        jitter[tid] = (report.before, report.after)
     if not kept:
         raise MocapError(
             f"all {people} people in {video} were seen in fewer than {min_len} frames; "

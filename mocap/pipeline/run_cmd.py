@@ -21,6 +21,7 @@ from mocap.errors import MocapError
 from mocap.pipeline.config import RunSettings, add_settings_arguments
 
 if TYPE_CHECKING:
+    from mocap.model.estimator import Estimator
     from mocap.pipeline.run import Engines
 
 log = logging.getLogger("mocap")
@@ -38,52 +39,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_settings_arguments(parser)
 
 
-def resolve_model(settings: RunSettings) -> tuple[str, Path]:
-    """Which model to run: (variant, checkpoint file).
+def resolve_model(settings: RunSettings) -> tuple[str, Path | None]:
+    """Which model to run: (variant, checkpoint file; None for the embedded model).
 
-    ``--checkpoint`` wins. Otherwise the trained weights of the chosen variant from the mocap cache
-    (``mocap weights`` lists where: ``$MOCAP_HOME/checkpoints/<variant>.safetensors``); for
-    ``--model auto`` those of featup-deformable when present, else HMR2.0's public weights
-    (downloaded on first use where the internet exists).
+    ``--checkpoint`` wins. ``--model auto``: the paper's trained featup-deformable weights when on
+    disk, else HMR2.0's public weights when on disk, else the embedded model (``lite``), said once
+    with how to get a better one. An explicit ``--model hmr2`` downloads HMR2.0's weights where
+    the internet exists.
 
     Raises:
         MocapError: nothing usable, naming what to download or place where, or to pass --checkpoint.
     """
-    from mocap.weights import path_for, resolve
+    from mocap.weights import _is_present, path_for, resolve
 
     if settings.checkpoint:
+        if settings.model == "lite":
+            raise MocapError("--checkpoint is for the HMR models; --model lite has no checkpoint")
         return settings.model, Path(settings.checkpoint)
+    if settings.model == "lite":
+        return "lite", None
     if settings.model == "auto":
         trained = path_for("featup-deformable")
         if trained.is_file():
             return "featup-deformable", trained
+        if _is_present("hmr2"):
+            return "hmr2", path_for("hmr2")
         log.info(
-            "no trained featup-deformable weights at %s: using HMR2.0's public weights", trained
+            "model: the embedded BlazePose GHUM 3D + IK (no HMR weights on disk); for more "
+            "accurate bodies and shapes: `mocap weights download hmr2`, then run again"
         )
-    variant = "hmr2" if settings.model == "auto" else settings.model
+        return "lite", None
     try:
-        return variant, Path(resolve(variant))
+        return settings.model, Path(resolve(settings.model))
     except MocapError as exc:
-        raise MocapError(f"{exc} (or pass --checkpoint FILE)") from None
+        raise MocapError(f"{exc} (or pass --checkpoint FILE, or use --model lite)") from None
 
 
-def auto_device(device: str) -> str:
-    import torch
+def auto_device(device: str, precision: str = "auto") -> str:
+    """The device to run on (:func:`mocap.device.resolve_device`: cuda when visible, else cpu)."""
+    from mocap.device import resolve_device
 
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    return resolve_device(device, precision)
 
 
 def auto_precision(precision: str, device: str) -> str:
-    """bf16 where the hardware runs it fast (AMX/AVX512-BF16 CPUs, bf16 GPUs), else fp32."""
-    if precision != "auto":
-        return precision
-    if device == "cuda":
-        import torch
+    """bf16 where the hardware runs it fast (AMX/AVX512-BF16 CPUs, bf16 GPUs), else fp32; int8
+    only on request (:func:`mocap.device.resolve_precision`)."""
+    from mocap.device import resolve_precision
 
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    from mocap.model.predictor import cpu_has_fast_bf16
-
-    return "bf16" if cpu_has_fast_bf16() else "fp32"
+    return resolve_precision(precision, device)
 
 
 def describe_checkpoint(path: Path, fallback: str) -> str:
@@ -105,45 +109,38 @@ def build_engines(settings: RunSettings) -> "Engines":
     import ultralytics
 
     from mocap.body.smpl import find_smpl, load_body_model
-    from mocap.model.predictor import Predictor
-    from mocap.pipeline.detect import DEFAULT_DETECTOR, PersonDetector
+    from mocap.pipeline.detect import PersonDetector, default_detector
     from mocap.pipeline.run import LOW_SCORE, Engines
 
-    device = auto_device(settings.device)
+    device = auto_device(settings.device, settings.precision)
     precision = auto_precision(settings.precision, device)
-    _, path = resolve_model(settings)  # first: fails fast when there are no weights
+    variant, path = resolve_model(settings)  # first: fails fast when there are no weights
     body = load_body_model(settings.smpl, required=False)
     if body is None:  # not an error: said once, and recorded as "body" in run.json
         log.info(
             "no SMPL model file found: using the built-in skeleton (body shape not applied); "
             "pass --smpl SMPL_NEUTRAL.pkl or set $MOCAP_SMPL for shaped bodies and meshes"
         )
-    predictor = Predictor.from_checkpoint(
-        path,
-        device=device,
-        precision=precision,
-        focal_length=settings.focal_length,
-        batch_size=settings.batch_size,
-    )
-    variant = describe_checkpoint(path, "hmr2 (HMR2.0 weights)")
+    estimator = build_estimator(variant, path, settings, device, precision)
     detector = PersonDetector(
-        settings.detector or DEFAULT_DETECTOR,
+        settings.detector or default_detector(),
         conf=min(LOW_SCORE, settings.det_conf),  # weak boxes feed the tracker's second stage
         classes=settings.classes,
         min_size=settings.min_box,
         device=device,
     )
     detector.detect([np.zeros((64, 64, 3), np.uint8)])  # YOLO's one-off set-up, not per clip
-    label = f"{variant} from {path}, {device}, {precision}"
+    label = estimator.label
     log.info("model: %s", label)
     return Engines(
         detector=detector,
-        predictor=predictor,
+        estimator=estimator,
         body=body,
         model_label=label,
         model_info={
             "variant": variant,
-            "checkpoint": str(path),
+            "label": label,
+            "checkpoint": str(path) if path is not None else None,
             "device": device,
             "precision": precision,
         },
@@ -156,6 +153,28 @@ def build_engines(settings: RunSettings) -> "Engines":
             "platform": platform.platform(),
         },
     )
+
+
+def build_estimator(
+    variant: str, path: Path | None, settings: RunSettings, device: str, precision: str
+) -> "Estimator":
+    """The chosen model behind the one estimator interface (the only place that knows which)."""
+    if path is None:
+        from mocap.lite.blazepose import LiteEstimator
+
+        return LiteEstimator()
+    from mocap.model.estimator import HMREstimator
+    from mocap.model.predictor import Predictor
+
+    predictor = Predictor.from_checkpoint(
+        path,
+        device=device,
+        precision=precision,
+        focal_length=settings.focal_length,
+        batch_size=settings.batch_size,
+    )
+    described = describe_checkpoint(path, "hmr2 (HMR2.0 weights)")
+    return HMREstimator(predictor, f"{described} from {path}, {device}, {precision}")
 
 
 def setup_logging(args: argparse.Namespace) -> None:

@@ -26,7 +26,7 @@ import av
 import numpy as np
 
 from mocap.errors import MocapError
-from mocap.pipeline.image_folder import DEFAULT_FOLDER_FPS, iter_folder, list_frames, read_image
+from mocap.pipeline.image_folder import DEFAULT_FOLDER_FPS, first_readable, iter_folder, list_frames
 from mocap.pipeline.video_container import (
     Damage,
     DamageFound,
@@ -149,16 +149,25 @@ class VideoSource:
         # Threaded decoding loses the frames still inside the decoder threads when a packet is
         # damaged, so a damaged file is re-read without threads from the keyframe before the last
         # frame yielded.
+        # The damage is said once, when the pass ends, with the number of frames lost.
         last: float | None = None
+        damage = Damage(strict=True)
+        yielded = 0
         try:
-            for time, image in self._decode_pass(Damage(strict=True), after=None):
-                last = time
-                yield time, image
-        except DamageFound as found:
-            damage = Damage()
-            yield from self._decode_pass(damage, after=last)
-            if not damage.count:  # the re-read went through: report what the first pass met
-                damage.report(self.info.path, str(found), None)
+            try:
+                for time, image in self._decode_pass(damage, after=None):
+                    last, yielded = time, yielded + 1
+                    yield time, image
+            except DamageFound as found:
+                damage = Damage()
+                for time, image in self._decode_pass(damage, after=last):
+                    yielded += 1
+                    yield time, image
+                if not damage.count:  # the re-read went through: report what the first met
+                    damage.report(self.info.path, str(found), None)
+        finally:
+            whole = not self.start and self.end is None
+            damage.log(self.info.path, yielded if whole else None, self.info.num_frames)
 
     def _decode_pass(
         self, damage: "Damage", after: float | None
@@ -196,12 +205,7 @@ class VideoSource:
                 expected = stream.frames
                 whole = not self.start and after is None
                 if whole and expected and decoded < expected and not damage.count:
-                    damage.report(
-                        self.info.path,
-                        f"decoded {decoded} of the {expected} frames its header lists; "
-                        "the file looks truncated",
-                        None,
-                    )
+                    damage.report(self.info.path, "the file looks truncated", None)
         finally:
             container.close()
 
@@ -209,7 +213,7 @@ class VideoSource:
 def _probe_folder(path: Path, fps: float | None) -> tuple[VideoInfo, list[Path]]:
     files = list_frames(path)
     rate = fps or DEFAULT_FOLDER_FPS
-    height, width = read_image(files[0]).shape[:2]
+    height, width = first_readable(files)[1].shape[:2]
     info = VideoInfo(
         path=path,
         width=width,

@@ -61,13 +61,14 @@ class DamageFound(Exception):
 
 @dataclass
 class Damage:
-    """Problems met while decoding one pass over a file (only the first is logged).
+    """Problems met while decoding one pass over a file; :meth:`log` says so once, at the end.
 
     ``strict`` passes raise :class:`DamageFound` instead, so that the caller can re-decode.
     """
 
     strict: bool = False
     count: int = 0
+    first: str = ""  # the first problem met, with its detail
 
     def report(
         self, path: Path, what: str, exc: Exception | None, recoverable: bool = False
@@ -75,9 +76,18 @@ class Damage:
         if self.strict and not recoverable:
             raise DamageFound(what)
         if self.count == 0:
-            detail = f" ({exc})" if exc else ""
-            log.warning("%s: %s%s; keeping the frames that decode", path, what, detail)
+            self.first = f"{what} ({exc})" if exc else what
         self.count += 1
+
+    def log(self, path: Path, decoded: int | None = None, expected: int | None = None) -> None:
+        """One warning for the whole pass (none without damage), with the frames lost when the
+        pass read the whole file (``decoded``) and its header lists a count (``expected``)."""
+        if not self.count:
+            return
+        lost = ""
+        if decoded is not None and expected and decoded < expected:
+            lost = f"; decoded {decoded} of the {expected} frames its header lists ({expected - decoded} lost)"
+        log.warning("%s: %s%s; keeping the frames that decode", path, self.first, lost)
 
 
 def decode_frames(

@@ -120,9 +120,9 @@ def set_dropout(model: nn.Module, p: float) -> None:
 
 def default_mean_params() -> Path:
     """Where `mocap weights` puts HMR2.0's smpl_mean_params.npz (used when --mean-params is not given)."""
-    from mocap.paths import mocap_home
+    from mocap.weights import path_for
 
-    return mocap_home() / "hmr2" / "data" / "smpl_mean_params.npz"
+    return path_for("smpl-mean-params")
 
 
 def save_model(model: HMR, path: Path) -> None:
@@ -209,7 +209,8 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
         )
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
+        self.precision = resolve_precision(cfg.precision, str(self.device))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.dataset, self.pools, self.weights = dataset, pools, weights
         self.step = 0
         # Without augmentation the ground-truth mesh of a sample never changes: posing SMPL once per
@@ -220,7 +221,7 @@ class Trainer:
     def forward_backward(self, batch: D.Batch) -> L.LossTerms:
         """Losses of this rank's slice and their gradients (DDP-averaged over ranks)."""
         batch = batch.to(self.device)
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.precision)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         assert batch.images is not None
         with torch.autocast(
             self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None
@@ -403,9 +404,20 @@ def build_dataset(
 
 
 def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+    """``auto`` -> cuda when visible, else cpu (:func:`mocap.device.resolve_device`)."""
+    from mocap.device import resolve_device as resolve
+
+    return resolve(name)
+
+
+def resolve_precision(name: str, device: str) -> str:
+    """The autocast precision on ``device`` (:func:`mocap.device.resolve_precision`; training has
+    no int8)."""
+    from mocap.device import resolve_precision as resolve
+
+    if name == "int8":
+        raise MocapError("training runs in fp32, bf16 or fp16; int8 is for inference only")
+    return resolve(name, device)
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> list[dict[str, float]]:
