@@ -48,6 +48,11 @@ targets (positions only) with animated weights. Cost (one person, 6,890 vertices
 18-24 MB more per file for dense blend shapes like SMPL's. Blender evaluates the 207 keys in
 ~10 ms per frame and person when playing a file back (mute them for fast previews).
 
+Every scene also gets the video's camera (``camera=`` an :class:`exporters.camera.CameraAnimation`,
+from ``export_motion``): the scene camera, keyed at the video's frames (minus a per-person file's
+first frame), lens from the focal length, render size the video's; FBX and glTF carry it as an
+animated camera, the .blend also shows the video behind it.
+
 Blender 5.0 quirks handled: actions are slotted (keys go to the slot's channelbag); the glTF
 exporter turns frames into seconds with fps * fps_base (fps_base is inverted while it runs); the
 FBX importer converts times with the integer fps and the glTF importer with the scene's fps, which

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from exporters.blender import _run_child
-from exporters.retarget import Retargeted, TargetRig
+from exporters.retarget import Retargeted
+from exporters.target_rig import TargetRig
 from mocap.errors import MocapError
 from mocap.paths import atomic_path
 

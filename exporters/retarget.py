@@ -24,9 +24,10 @@ bones rolled any way); nothing assumes the two rigs share a rest pose or bone ro
    low contacts sit on the character's floor as the source's sit on its own. With foot contacts
    (``Track.extras["contacts"]``) planted feet are re-locked by two-bone IK
    (:mod:`exporters.footlock`), so other leg proportions don't bring sliding back.
-5. Root motion: ``world`` (the hips carry the trajectory), ``in-place`` (no horizontal hip
-   motion), ``root-bone`` (the rig's top bone above the hips carries the horizontal trajectory at
-   floor level, the hips keep height and sway).
+5. Root motion, as :mod:`exporters.root_motion` does for the other formats: ``world`` (the hips
+   carry the trajectory), ``in-place`` (the hips stay over where they start), ``root-bone`` (the
+   rig's top bone above the hips carries the horizontal trajectory at floor level, the hips keep
+   height and sway).
 6. Keys: a bone's pose quaternion is ``W_b^T W_p R_p(t)^T R_b(t)`` (p its parent, or the armature
    object), exactly Blender's pose chain; located bones get ``W_b^T W_p R_p^T (h_b - h_p - R_p W_p^T
    (H_b - H_p)) / object scale``.
@@ -44,6 +45,7 @@ from scipy.spatial.transform import Rotation
 
 from exporters.footlock import lock_planted_feet
 from exporters.rig import RigAnimation
+from exporters.target_rig import Pose, TargetRig, ancestors, plan_hierarchy
 from mocap.body.joints import SMPL_JOINT_NAMES, SMPL_PARENTS
 from mocap.errors import MocapError
 from mocap.ik import rotation_between
@@ -61,24 +63,6 @@ CHAIN: dict[str, str] = {
         ("hip", "knee"), ("knee", "ankle"), ("ankle", "foot"), ("collar", "shoulder"),
         ("shoulder", "elbow"), ("elbow", "wrist"), ("wrist", "hand"))},
 }  # fmt: skip
-
-
-@dataclass
-class TargetRig:
-    """A character's armature at its bind pose, as Blender reads it (Z-up world, file units)."""
-
-    name: str  # the armature object
-    bone_names: tuple[str, ...]  # (B,)
-    parents: tuple[int, ...]  # (B,) -1 for a root bone
-    rest: np.ndarray  # (B,4,4) bone.matrix_local: rest pose in armature space
-    tails: np.ndarray  # (B,3) bone tails in armature space
-    connected: tuple[bool, ...]  # (B,) use_connect: no location of its own
-    deform: tuple[bool, ...]  # (B,) use_deform
-    object_matrix: np.ndarray  # (4,4) the armature object's matrix_world
-    floor: float  # world z of the lowest rest vertex of its meshes (lowest bone point without)
-
-    def index(self, name: str) -> int:
-        return self.bone_names.index(name)
 
 
 @dataclass
@@ -128,109 +112,6 @@ def _source_world(src: RigAnimation) -> tuple[np.ndarray, np.ndarray, np.ndarray
             glob[:, k] = glob[:, p] @ src.local_rotations[:, k]
             pos[:, k] = pos[:, p] + glob[:, p] @ src.rest_offsets[k]
     return z @ glob @ z.T, pos @ z.T, src.rest_positions() @ z.T
-
-
-def _ancestors(parents: list[int], b: int) -> list[int]:
-    out, p = [], parents[b]
-    while p >= 0:
-        out.append(p)
-        p = parents[p]
-    return out
-
-
-def plan_hierarchy(target: TargetRig, mapped: dict[int, int]) -> list[int]:
-    """Parents for the written file: mapped bones under the bone of their source parent, deform
-    bones under deform bones (see the module docstring). ``mapped``: joint -> bone."""
-    parents = list(target.parents)
-    for j in sorted(mapped):  # SMPL order: parents before children
-        b, pj = mapped[j], SMPL_PARENTS[j]
-        while pj >= 0 and pj not in mapped:
-            pj = SMPL_PARENTS[pj]
-        if pj < 0 or mapped[pj] == b or mapped[pj] in _ancestors(parents, b):
-            continue
-        if b not in _ancestors(parents, mapped[pj]):  # never a loop
-            parents[b] = mapped[pj]
-    if parents == list(target.parents) or not all(target.deform[b] for b in mapped.values()):
-        return parents  # a closed hierarchy, or one animated through non-deform bones
-    anchors = sorted(set(mapped.values()))
-    heads, tails = target.rest[:, :3, 3], target.tails
-    for b in _topological(parents):
-        p = parents[b]
-        if target.deform[b] and b not in anchors and p >= 0 and not target.deform[p]:
-            parents[b] = min(anchors, key=lambda a: _to_segment(heads[b], heads[a], tails[a]))
-    return parents
-
-
-def _to_segment(point: np.ndarray, head: np.ndarray, tail: np.ndarray) -> float:
-    """Distance from ``point`` to the segment ``head``-``tail``."""
-    seg = tail - head
-    u = float(np.clip((point - head) @ seg / max(float(seg @ seg), 1e-12), 0.0, 1.0))
-    return float(np.linalg.norm(point - head - u * seg))
-
-
-def _topological(parents: list[int]) -> list[int]:
-    kids: dict[int, list[int]] = {}
-    for b, p in enumerate(parents):
-        kids.setdefault(p, []).append(b)
-    order, stack = [], list(reversed(kids.get(-1, [])))
-    while stack:
-        b = stack.pop()
-        order.append(b)
-        stack.extend(reversed(kids.get(b, [])))
-    return order
-
-
-class _Pose:
-    """Forward kinematics of a set of target bones (and their ancestors) in the world."""
-
-    def __init__(self, target: TargetRig, parents: list[int], bones: set[int]) -> None:
-        o = target.object_matrix
-        u, _, vt = np.linalg.svd(o[:3, :3])
-        self.obj_rot, self.obj_scale = u @ vt, float(np.cbrt(abs(np.linalg.det(o[:3, :3]))))
-        self.obj_origin = o[:3, 3]
-        self.rest_rot = self.obj_rot @ target.rest[:, :3, :3]  # W_b (B,3,3)
-        self.rest_head = target.rest[:, :3, 3] @ o[:3, :3].T + o[:3, 3]  # H_b (B,3)
-        self.parents = parents
-        keep = set(bones)
-        for b in bones:
-            keep.update(_ancestors(parents, b))
-        self.order = [b for b in _topological(parents) if b in keep]
-
-    def parent_rest(self, b: int) -> tuple[np.ndarray, np.ndarray]:
-        p = self.parents[b]
-        return (self.rest_rot[p], self.rest_head[p]) if p >= 0 else (self.obj_rot, self.obj_origin)
-
-    def run(
-        self, rots: dict[int, np.ndarray], heads: dict[int, np.ndarray], frames: int
-    ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
-        """World rotations and heads (T,...) of ``order``: given ones, else rigid on the parent."""
-        r_out: dict[int, np.ndarray] = {}
-        h_out: dict[int, np.ndarray] = {}
-        for b in self.order:
-            p = self.parents[b]
-            rp = r_out[p] if p >= 0 else np.broadcast_to(self.obj_rot, (frames, 3, 3))
-            wp, hp_rest = self.parent_rest(b)
-            rel = rp @ wp.T  # parent's rotation away from its rest
-            r_out[b] = rots[b] if b in rots else rel @ self.rest_rot[b]
-            if b in heads:
-                h_out[b] = heads[b]
-            else:
-                hp = h_out[p] if p >= 0 else np.broadcast_to(self.obj_origin, (frames, 3))
-                h_out[b] = hp + rel @ (self.rest_head[b] - hp_rest)
-        return r_out, h_out
-
-    def local(
-        self, b: int, r: dict[int, np.ndarray], h: dict[int, np.ndarray]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Pose rotation matrices (T,3,3) and locations (T,3) of bone b from world motion."""
-        p = self.parents[b]
-        frames = len(r[b])
-        rp = r[p] if p >= 0 else np.broadcast_to(self.obj_rot, (frames, 3, 3))
-        hp = h[p] if p >= 0 else np.broadcast_to(self.obj_origin, (frames, 3))
-        wp, hp_rest = self.parent_rest(b)
-        back = self.rest_rot[b].T @ wp @ np.swapaxes(rp, -1, -2)  # W_b^T W_p R_p^T
-        offset = h[b] - hp - (rp @ wp.T) @ (self.rest_head[b] - hp_rest)
-        return back @ r[b], np.einsum("tab,tb->ta", back, offset) / self.obj_scale
 
 
 def _leg_length(points: np.ndarray, floor: float) -> float:
@@ -285,7 +166,7 @@ def retarget(
         for b, p in enumerate(parents)
         if p != target.parents[b]
     }
-    pose = _Pose(target, parents, set(mapped.values()))
+    pose = Pose(target, parents, set(mapped.values()))
     w, hr = pose.rest_rot, pose.rest_head
     c = _facing(hr[[mapped[_J["left_hip"]], mapped[_J["right_hip"]]]])
     tails = target.tails @ target.object_matrix[:3, :3].T + target.object_matrix[:3, 3]
@@ -297,7 +178,7 @@ def retarget(
         k = CHAIN.get(name)
         while k is not None and _J[k] not in mapped:
             k = CHAIN.get(k)
-        if k is not None and b not in _ancestors(parents, mapped[_J[k]]):
+        if k is not None and b not in ancestors(parents, mapped[_J[k]]):
             k = None
         if k is not None:
             s_rest, d_rest = rest[_J[k]] - rest[j], hr[mapped[_J[k]]] - hr[b]
@@ -333,10 +214,10 @@ def retarget(
     root[:, 2] = hr[hips, 2] + scale * (src_root[:, 2] - clearance[0])
     heads = {hips: root}
     notes: list[str] = []
-    if root_motion == "in-place":
-        root[:, :2] = hr[hips, :2]
+    if root_motion == "in-place":  # over where they start, as exporters.root_motion does
+        root[:, :2] = root[:1, :2]
     elif root_motion == "root-bone":
-        top = ([hips] + _ancestors(parents, hips))[-1]
+        top = ([hips] + ancestors(parents, hips))[-1]
         if top == hips:
             raise MocapError(
                 f"--root-motion root-bone needs a bone above the hips ({target.bone_names[hips]}) "

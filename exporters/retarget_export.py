@@ -5,9 +5,10 @@ The one entry point that ``mocap retarget``, ``mocap run --rig`` and ``mocap exp
 1. the character's armature is read at its bind pose (:func:`exporters.character.inspect_character`);
 2. the bone map is resolved on it (:func:`exporters.bonemap.resolve_bone_map`; ``--save-map``);
 3. the clip's people are put in the shared Y-up world (:func:`mocap.world.build_world`);
-4. each person is retargeted (:func:`exporters.retarget.retarget`); planted feet are re-locked
-   on the character with the foot contacts of ``Track.extras["contacts"]`` where the motion has
-   them, else with contacts found by :func:`mocap.contacts.detect_contacts`;
+4. their feet are locked as for every other format (:func:`mocap.contacts.lock_world`: the
+   contacts stored in ``Track.extras["contacts"]``, else detected), and each person is retargeted
+   (:func:`exporters.retarget.retarget`), planted feet re-locked on the character with IK on the
+   same contacts;
 5. every file is written by one Blender child, all or none
    (:func:`exporters.character.write_characters`).
 
@@ -30,7 +31,6 @@ from mocap.errors import MocapError
 from mocap.motion import Motion
 
 if TYPE_CHECKING:
-    from exporters.rig import RigAnimation
     from mocap.body.skeleton import BodySource
 
 
@@ -72,24 +72,6 @@ def _destinations(
     return {p: [destination / f"{p}_{character.stem}.{f}" for f in formats] for p in people}
 
 
-def _contacts(motion: Motion, rig: "RigAnimation", clearance: np.ndarray) -> tuple[np.ndarray, str]:
-    """(T,4) foot contacts of the person on the rig's frames and where they came from: the
-    track's own (``extras["contacts"]``, from the foot-locking stage), else found on the rig
-    (:func:`mocap.contacts.detect_contacts`: foot speed and height above the floor)."""
-    from exporters import joint_positions
-    from mocap.contacts import detect_contacts, stored_contacts
-    from mocap.foot_lock import POINTS
-
-    track_id = int(rig.name.rsplit("_", 1)[1])
-    track = next(t for t in motion.tracks if t.track_id == track_id)
-    flags = stored_contacts(track, rig)
-    if flags is not None:
-        return flags.astype(np.float64), "the motion's"
-    points = joint_positions(rig)[:, list(POINTS)]
-    found = detect_contacts(points, clearance[list(POINTS)], rig.fps)
-    return found.flags.astype(np.float64), "detected"
-
-
 def retarget_motion(
     motion: Motion,
     character: str | Path,
@@ -113,11 +95,12 @@ def retarget_motion(
         save_map: write the resolved bone map there (JSON, reusable with ``bone_map``).
         root_motion: ``world``, ``in-place`` or ``root-bone``.
         body: SMPL body model for the people's own proportions (built-in skeleton when None).
-        foot_lock: ``auto`` re-locks planted feet on the character with IK (the track's stored
-            contacts, else contacts found on the fly), ``off`` leaves the legs as retargeted.
+        foot_lock: ``auto`` holds the source's planted feet (:func:`mocap.contacts.lock_world`)
+            and re-locks them on the character with IK; ``off`` leaves the motion as it is.
     Raises:
         MocapError: bad input (character, map, person, output name); nothing is written then.
     """
+    from mocap.contacts import lock_world
     from mocap.world import build_world
 
     destination = Path(destination)
@@ -137,24 +120,20 @@ def retarget_motion(
     char: Character = inspect_character(character)
     resolved = resolve_bone_map(bone_map, char.rig.bone_names, char.rig.parents, char.humanoid)
     built = build_world(motion, body)
-    report = RetargetReport(char.path, resolved, notes=char.notes + resolved.notes)
+    locked = lock_world(built, motion, foot_lock)  # the source's feet held, as in every format
+    report = RetargetReport(char.path, resolved, notes=char.notes + resolved.notes + locked.notes)
     people = []
     for rig, skeleton in zip(built.rigs, built.skeletons, strict=True):
         track_id = int(rig.name.rsplit("_", 1)[1])
         if person is not None and track_id != person:
             continue
-        contacts, source = _contacts(motion, rig, skeleton.sole_clearance)
+        found = locked.reports.get(track_id)
+        contacts = None
+        if foot_lock == "auto" and found is not None and found.contacts.any():
+            contacts = found.contacts.astype(np.float64)
         anim = retarget(
-            rig,
-            char.rig,
-            resolved.bones,
-            root_motion,
-            skeleton.sole_clearance,
-            contacts if foot_lock == "auto" else None,
+            rig, char.rig, resolved.bones, root_motion, skeleton.sole_clearance, contacts
         )
-        if foot_lock == "auto":
-            planted = float((contacts > 0.5).any(axis=1).mean())
-            anim.notes.append(f"foot contacts: {source}, {100 * planted:.0f}% of frames")
         report.notes += [f"{anim.name}: {n}" for n in anim.notes]
         people.append(anim)
     if any(a.reparent for a in people):

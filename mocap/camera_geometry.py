@@ -46,7 +46,7 @@ def intrinsics(focal: float, width: float, height: float) -> np.ndarray:
 
 def bearings(points: np.ndarray, K: np.ndarray) -> np.ndarray:
     """(N,2) pixels -> (N,3) unit rays in the camera frame."""
-    rays = np.column_stack([points, np.ones(len(points))]) @ np.linalg.inv(K).T
+    rays = np.column_stack([_normalised(points, K), np.ones(len(points))])
     return rays / np.linalg.norm(rays, axis=1, keepdims=True)
 
 
@@ -59,7 +59,10 @@ def project_so3(m: np.ndarray) -> np.ndarray:
 
 def rotation_from_homography(H: np.ndarray, K: np.ndarray) -> np.ndarray:
     """``R = K^-1 H K`` scaled to unit determinant and projected onto SO(3)."""
-    m = np.linalg.inv(K) @ H @ K
+    k_inv = np.array(
+        [[1 / K[0, 0], 0, -K[0, 2] / K[0, 0]], [0, 1 / K[1, 1], -K[1, 2] / K[1, 1]], [0, 0, 1]]
+    )
+    m = k_inv @ H @ K  # (K is a pinhole matrix: its inverse in closed form, no LAPACK call)
     det = np.linalg.det(m)
     m = m / np.cbrt(det) if abs(det) > 1e-12 else m
     return project_so3(m)

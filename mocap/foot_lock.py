@@ -3,29 +3,29 @@
 Works on one world-frame rig (Y up, floor at ``floor``) whose foot contacts are known
 (:mod:`mocap.contacts` finds them), in three steps:
 
-1. **Root drift.** While points are in contact, the body should not slide over them. As in GVHMR's
-   post-processing, the confidence-weighted displacement of the contact points is taken off the
-   root: per frame the wanted correction moves each contact point to its span's mean position
-   (horizontally) and its sole onto the floor (vertically). The correction is the solution of a
-   small banded least-squares problem: close to that target during contacts, smooth in time
-   (second differences), and pulled back to zero away from contacts, so frames far from any
-   contact keep their motion.
-2. **Two-bone IK** (:mod:`mocap.ik`) on each leg: a planted point is held at its lock (the mean
-   corrected position of its span, sole on the floor). Ankle planted: the ankle is held and, while
-   the toe is planted too, the foot turns so the toe reaches its lock; toe only (heel off): the
-   foot keeps its turn and the ankle follows the toe. Locks blend in and out over ``BLEND_S``
-   before and after each span. The knee never opens beyond ``MAX_KNEE_DEG`` (unless the estimate
-   itself was straighter) and keeps its swivel; a lock the leg cannot reach is released (the move
-   is scaled to what is reachable, with a ramp so that it never pops) instead of stretching the leg.
-3. **Ground.** On every frame a sole that would end below the floor is lifted onto it.
+1. **Root drift** (:mod:`mocap.root_drift`). While points are in contact, the body should not slide
+   over them: as in GVHMR's post-processing, the confidence-weighted displacement of the contact
+   points is taken off the root, and their soles are brought onto the floor; smooth in time, and
+   back to zero away from contacts, so frames far from any contact keep their motion.
+2. **Two-bone IK** (:mod:`mocap.ik`) on each leg: a planted point is held at its lock (the
+   confidence-weighted mean corrected position of its span, sole on the floor; a foot's ankle lock
+   a foot's length from its toe lock). Heel planted: the ankle is held, the foot keeps its turn
+   and comes down onto the toe's lock as the toe plants; toe planted (heel off): the foot turns
+   about the toe. Locks blend in before and out after each span over ``BLEND_S``, as an offset
+   that fades, so a foot leaving fast (a take-off) is followed rather than held back. The knee
+   never opens beyond ``MAX_KNEE_DEG`` (unless the estimate itself was straighter) and keeps its
+   swivel. A lock is released instead of stretching or snapping the leg: when the leg cannot
+   reach it, when it would pull the foot more than ``RELEASE_PULL`` from the estimate (the foot
+   has left), or when holding it would change the knee angle by more than ``MAX_KNEE_STEP_DEG``
+   from one frame to the next; releases ramp over a blend, never at once.
+3. **Ground.** On every frame a sole that would end below the floor is brought onto it, turning
+   the foot about a planted toe (or about the ankle), else lifting the foot.
 """
 
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy import sparse
-from scipy.linalg import solveh_banded
-from scipy.ndimage import distance_transform_edt, minimum_filter1d
+from scipy.ndimage import minimum_filter1d
 
 from exporters import joint_positions
 from exporters.rig import RigAnimation
@@ -37,20 +37,16 @@ from mocap.ik import (
     slerp_identity,
     solve_two_bone,
 )
+from mocap.root_drift import root_correction
 
 LEGS = ((1, 4, 7, 10), (2, 5, 8, 11))  # hip, knee, ankle, toe joints: left, right leg
 POINTS = (7, 8, 10, 11)  # the contact points: left/right ankle, left/right toe (SMPL joints)
 BLEND_S = 0.1  # seconds over which a lock blends in before and out after its span
-SMOOTHNESS = 3.0  # weight of the root correction's second differences (per frame, at 30 fps)
-NEAR_PULL = 1e-3  # pull of the correction to zero near contacts (per frame, at 30 fps)
-FAR_PULL = 1.0  # ... and further from any contact
 HOLD_PULL, RELEASE_PULL = 0.06, 0.12  # m: a lock pulling further than this fades, and is let go
 HELD_M = 0.002  # a contact point this close to its lock counts as planted
-OUTLIER_STEP_M = 0.005  # drift removal: a contact point stepping this much more (a frame, at 30
-OUTLIER_HEIGHT_M = 0.02  # fps) than the stillest, or this much higher, counts e times less
-MAX_KNEE_DEG = 175.0
-MAX_KNEE_STEP_DEG = 5.0  # the IK changes the knee angle by at most this per frame (30 fps or less)
-GUARD_PASSES = 4  # the IK opens the knee to at most this interior angle
+MAX_KNEE_DEG = 175.0  # the IK opens the knee to at most this interior angle
+MAX_KNEE_STEP_DEG = 8.0  # the IK changes the knee angle by at most this per frame (30 fps or less)
+GUARD_PASSES = 4
 
 
 @dataclass
@@ -68,75 +64,6 @@ def spans(flags: np.ndarray) -> list[tuple[int, int]]:
     f = np.concatenate([[False], np.asarray(flags, bool), [False]])
     edges = np.flatnonzero(np.diff(f.astype(np.int8)))
     return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2], strict=True)]
-
-
-def _solve_banded(matrix: sparse.spmatrix, rhs: np.ndarray) -> np.ndarray:
-    """Solve the symmetric positive definite pentadiagonal system ``matrix @ x = rhs`` (T,K)."""
-    t = matrix.shape[0]
-    ab = np.zeros((3, t))
-    for k in range(min(3, t)):
-        ab[2 - k, k:] = matrix.diagonal(k)
-    return solveh_banded(ab, rhs)
-
-
-def _stillest_mean(
-    values: np.ndarray, size: np.ndarray, weight: np.ndarray, scale: float
-) -> np.ndarray:
-    """Per frame the weighted mean over points of ``values`` (T,P,K), points counting less the
-    more their ``size`` (T,P) exceeds the smallest of the frame's contact points (exp(-excess /
-    scale)): a foot wrongly taken as planted (moving, or in the air) must not drag the body."""
-    low = np.min(np.where(weight > 0, size, np.inf), axis=1, keepdims=True)
-    excess = np.where(weight > 0, size - np.where(np.isfinite(low), low, 0.0), 0.0)
-    w = weight * np.exp(-excess / scale)
-    return (w[..., None] * values).sum(1) / np.maximum(w.sum(1), 1e-12)[:, None]
-
-
-def root_correction(
-    points: np.ndarray,
-    clearance: np.ndarray,
-    contacts: np.ndarray,
-    confidence: np.ndarray,
-    floor: float,
-    fps: float,
-) -> np.ndarray:
-    """(T,3) root offset that keeps contact points still and their soles on the floor.
-
-    Horizontally, least squares on velocities (GVHMR's drift removal, conflict-free between the
-    feet): the correction's step cancels the confidence-weighted step of the points in contact on
-    both frames. Vertically, on positions: the soles in contact on the floor. Both with a penalty
-    on the correction's second differences and a pull to zero, weak near contacts (a time
-    constant of about a second: long-term drift returns slowly) and strong away from them.
-
-    Arguments:
-        points: (T,P,3) world positions of the contact points. clearance: (P,) their height
-            above the sole. contacts, confidence: (T,P) flags and weights in [0, 1].
-    """
-    t = len(points)
-    w = np.where(contacts, confidence, 0.0)
-    pair = np.minimum(w[1:], w[:-1])  # (T-1,P) points in contact on both frames
-    moves = np.diff(points, axis=0)
-    speed = np.linalg.norm(moves, axis=-1)
-    step = _stillest_mean(moves, speed, pair, OUTLIER_STEP_M * 30.0 / fps)
-    pair_sum = pair.sum(1)
-    total = w.sum(1)
-    sole = points[..., 1] - clearance - floor
-    height = _stillest_mean(sole[..., None], sole, w, OUTLIER_HEIGHT_M)[:, 0]
-    scale = 30.0 / fps
-    near = distance_transform_edt(~contacts.any(1)) <= BLEND_S * fps
-    pull = np.where(near, NEAR_PULL * scale**2, FAR_PULL)
-    d1 = sparse.diags([-np.ones(t - 1), np.ones(t - 1)], [0, 1], shape=(t - 1, t))
-    d2 = sparse.diags(
-        [np.ones(t - 2), -2.0 * np.ones(t - 2), np.ones(t - 2)], [0, 1, 2], shape=(max(t - 2, 0), t)
-    )
-    smooth = SMOOTHNESS * scale**-4 * (d2.T @ d2)
-    out = np.zeros((t, 3))
-    vel_w = sparse.diags(np.minimum(pair_sum, 1.0))
-    a_h = d1.T @ vel_w @ d1 + smooth + sparse.diags(pull)
-    out[:, [0, 2]] = _solve_banded(a_h, -(d1.T @ vel_w @ step[:, [0, 2]]))
-    pos_w = np.minimum(total, 1.0)
-    a_v = smooth + sparse.diags(pos_w + pull)
-    out[:, 1] = _solve_banded(a_v, -(pos_w * height)[:, None])[:, 0]
-    return out
 
 
 def span_locks(
@@ -239,7 +166,7 @@ def lock_feet(
     points = joint_positions(rig)[:, list(POINTS)]
     corr = np.zeros((t, 3))  # no contacts: only the ground constraint below
     if np.any(contacts):
-        corr = root_correction(points, clearance, contacts, confidence, floor, fps)
+        corr = root_correction(points, clearance, contacts, confidence, floor, fps, BLEND_S)
     rig = replace(
         rig, root_positions=rig.root_positions + corr, local_rotations=rig.local_rotations.copy()
     )
@@ -258,15 +185,7 @@ def lock_feet(
         # a lock pulling a point far from the estimate: the foot has left (or was never down)
         pull = np.linalg.norm(move, axis=-1)
         fit = np.minimum(fit, np.clip((RELEASE_PULL - pull) / (RELEASE_PULL - HOLD_PULL), 0, 1))
-        # release with a ramp: never faster than over one blend (min of fit + distance / blend)
-        scale = np.min(
-            [
-                minimum_filter1d(fit, 2 * k + 1, mode="nearest") + k / (blend + 1)
-                for k in range(blend + 1)
-            ],
-            axis=0,
-        )
-        scale = np.clip(scale, 0.0, 1.0)
+        scale = _ramp(fit, blend)
         knee_in = interior_angle(pos[:, hip], pos[:, knee], a_in)
         for _ in range(GUARD_PASSES):  # the knee must not snap: limit the rate of the IK's change
             leg = _pose_leg(
@@ -276,7 +195,7 @@ def lock_feet(
             allowed = lipschitz_envelope(added, knee_step)
             if np.all(np.abs(added) <= allowed + 1e-6):
                 break
-            scale = scale * np.minimum(allowed / np.maximum(np.abs(added), 1e-9), 1.0)
+            scale = _ramp(scale * np.minimum(allowed / np.maximum(np.abs(added), 1e-9), 1.0), blend)
         released[:, side] = np.where(np.maximum(wa, wt) > 0, 1.0 - scale, 0.0)
         idx = leg.frames
         parent = glob[idx, rig.parents[hip]]
@@ -313,6 +232,15 @@ def _ankle_goal(
     return goal - pos[:, ankle], toe_goal
 
 
+def _ramp(fit: np.ndarray, blend: int) -> np.ndarray:
+    """The largest (T,) below ``fit`` that changes by at most 1 / (blend + 1) a frame: a lock is
+    released (and taken up again) over a blend, never at once."""
+    ramps = [
+        minimum_filter1d(fit, 2 * k + 1, mode="nearest") + k / (blend + 1) for k in range(blend + 1)
+    ]
+    return np.clip(np.min(ramps, axis=0), 0.0, 1.0)
+
+
 def lipschitz_envelope(values: np.ndarray, step: float) -> np.ndarray:
     """(T,) magnitudes at most ``|values|``, keeping the signs of ``values``, such that the signed
     sequence changes by at most ``step`` a frame (a sign change spends the step on both sides)."""
@@ -336,25 +264,48 @@ class _Leg:
     knee_angle: np.ndarray  # (T,) the knee's interior angle on every frame afterwards
 
 
+def _raised(v: np.ndarray, rise: np.ndarray) -> np.ndarray:
+    """Vectors (N,3) turned up (same length, same horizontal direction) by ``rise`` (N,) in y."""
+    length = np.linalg.norm(v, axis=-1)
+    y = np.minimum(v[:, 1] + np.maximum(rise, 0.0), length)
+    flat = np.linalg.norm(v[:, [0, 2]], axis=-1)
+    shrink = np.sqrt(np.maximum(length**2 - y**2, 0.0)) / np.maximum(flat, 1e-12)
+    return np.stack([v[:, 0] * shrink, y, v[:, 2] * shrink], axis=-1)
+
+
 def _pose_leg(
     pos: np.ndarray, glob: np.ndarray, parents: tuple[int, ...], side: int, move: np.ndarray,
     scale: np.ndarray, aim_weight: np.ndarray, toe_goal: np.ndarray, clearance: np.ndarray,
     floor: float,
 ) -> _Leg:  # fmt: skip
     """One leg moved by ``scale * move`` at the ankle, its foot aimed at the toe's goal by
-    ``scale * aim_weight``, and lifted by ``scale`` times what keeps its soles above the floor."""
+    ``scale * aim_weight``, turned (about a planted toe, else about the ankle) or lifted (by
+    ``scale`` times what is left) so that its soles stay above the floor."""
     hip, knee, ankle, toe = LEGS[side]
     a_in, foot = pos[:, ankle], pos[:, toe] - pos[:, ankle]
     target = a_in + scale[:, None] * move
     aim = slerp_identity(rotation_between(foot, toe_goal - target), scale * aim_weight)
     toe_pos = target + _apply(foot, aim)
+    # ground: a sole below the floor turns the foot about the other point (the toe when it is
+    # planted: it stays on its lock), what is left lifts the whole foot
+    heel = target[:, 1] - floor - clearance[side]
+    tip = toe_pos[:, 1] - floor - clearance[2 + side]
+    about_toe = (scale * aim_weight >= 0.5) & (heel < 0)
+    about_heel = ~about_toe & (tip < 0) & (heel >= 0)
+    target[about_toe] = toe_pos[about_toe] + _raised(target - toe_pos, -heel)[about_toe]
+    toe_pos[about_heel] = target[about_heel] + _raised(toe_pos - target, -tip)[about_heel]
+    turned = about_toe | about_heel
+    aim[turned] = rotation_between(foot[turned], toe_pos[turned] - target[turned])
     lift = np.maximum.reduce(
         [np.zeros(len(target)), floor + clearance[side] - target[:, 1],
          floor + clearance[2 + side] - toe_pos[:, 1]]
     )  # fmt: skip
     target[:, 1] += scale * lift
     idx = np.flatnonzero(
-        (scale * np.linalg.norm(move, axis=-1) > 1e-6) | (scale * aim_weight > 0) | (lift > 0)
+        (scale * np.linalg.norm(move, axis=-1) > 1e-6)
+        | (scale * aim_weight > 0)
+        | (lift > 0)
+        | turned
     )
     pole = glob[idx, hip][:, :, 2]  # the thigh's forward axis: where the knee cap points
     sol = solve_two_bone(pos[idx, hip], pos[idx, knee], a_in[idx], target[idx], pole,

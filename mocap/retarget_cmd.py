@@ -11,8 +11,9 @@ are mapped by a preset (mixamo, rigify, unreal, vrm), matched automatically (aut
 bone names; the log says what matched) or read from your JSON map (keys: SMPL joint names, values:
 bone names). Bones the map doesn't name (twist, fingers, props) stay at rest. Root motion is
 scaled by the legs' length ratio and the feet are placed on the character's floor; planted feet
-(the motion's foot contacts, else found from foot speed and height) are re-locked with IK. With several people and no --person,
-OUT gets one file per person (OUT_person_<id>.fbx). FBX import settings: docs/retargeting.md.
+(the motion's foot contacts, else found from foot speed and height) are re-locked with IK. With
+several people and no --person, OUT gets one file per person (OUT_person_<id>.fbx). FBX import
+settings that game engines need: docs/retargeting.md.
 """
 
 import argparse

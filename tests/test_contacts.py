@@ -230,3 +230,20 @@ def test_contacts_go_into_motion_npz_and_are_reused(clips: dict[str, Gait], tmp_
     track = loaded.tracks[0].replace(extras={"contacts": edited})
     report = export_motion(Motion([track], loaded.fps, (1920, 1080), 1500.0), tmp_path, "npz")
     np.testing.assert_array_equal(report.contacts[1].contacts, edited > 0.5)
+
+
+def test_soles_are_kept_above_the_floor_without_contacts(clips: dict[str, Gait]):
+    """No contact found (e.g. --foot-lock on a track whose feet were never still): the ground
+    constraint alone lifts soles that an estimate sank below the floor (here 2 cm)."""
+    rig = clips["walk"].rig
+    sunk = RigAnimation(rig.name, rig.joint_names, rig.parents, rig.rest_offsets,
+                        rig.root_positions - [0.0, 0.02, 0.0], rig.local_rotations, rig.fps)  # fmt: skip
+    clear = clips["walk"].skeleton.sole_clearance[list(POINTS)]
+    none = np.zeros((rig.num_frames, 4), bool)
+    result = lock_feet(sunk, clear, none, none.astype(float))
+    before = joint_positions(sunk)[:, list(POINTS)]
+    after = joint_positions(result.rig)[:, list(POINTS)]
+    assert (before[..., 1] - clear).min() < -0.019
+    assert (after[..., 1] - clear).min() > -0.001
+    assert foot_metrics(after, clear, none).penetration_mm < 0.1
+    np.testing.assert_allclose(result.rig.root_positions, sunk.root_positions)  # legs only

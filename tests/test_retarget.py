@@ -423,7 +423,7 @@ def test_command_writes_each_person_and_reuses_a_saved_map(
     ]
     assert main([*args, "--save-map", str(tmp_path / "map.json")]) == 0
     said = capsys.readouterr().out
-    assert "auto: preset unreal" in said and "foot contacts: detected" in said
+    assert "auto: preset unreal" in said and "foot re-locked by IK" in said
     assert sorted(p.name for p in out.iterdir()) == ["hero_person_1.glb", "hero_person_2.glb"]
     saved = json.loads((tmp_path / "map.json").read_text())["bones"]
     assert saved["left_shoulder"] == "upperarm_l" and saved["left_hand"] is None

@@ -150,6 +150,29 @@ def test_run_json_records_the_run(crowd: Path, tiny_checkpoint: Path) -> None:
     assert yaml.safe_load((crowd / "config.yaml").read_text()) == info["settings"]
 
 
+def test_run_stores_and_reports_foot_contacts(crowd: Path) -> None:
+    """motion.npz holds each person's per-frame contacts (left/right ankle, left/right toe);
+    run.json their spans and the foot metrics before and after locking (mocap.contacts)."""
+    info = json.loads((crowd / "run.json").read_text())
+    motion = Motion.load(crowd / "motion.npz")
+    assert info["settings"]["foot_lock"] == "auto" and info["timings_s"]["contacts"] >= 0
+    for track, entry in zip(motion.tracks, info["tracks"], strict=True):
+        flags = track.extras["contacts"]
+        assert flags.shape == (len(track), 4) and set(np.unique(flags)) <= {0.0, 1.0}
+        feet = entry["contacts"]
+        assert feet["locked"] and set(feet["before"]) == set(feet["after"])
+        metrics = {"sliding_mm_per_frame", "penetration_mm", "floating_mm", "contact_share"}
+        assert set(feet["before"]) == metrics
+        names = ("left_ankle", "right_ankle", "left_toe", "right_toe")
+        assert tuple(feet["spans"]) == names
+        for p, name in enumerate(names):
+            on = np.zeros(len(track), bool)
+            for first, last in feet["spans"][name]:
+                a, b = np.searchsorted(track.frames, [first, last])
+                on[a : b + 1] = True
+            np.testing.assert_array_equal(on, flags[:, p] > 0.5)
+
+
 def test_preview_draws_each_person(crowd: Path, shared_data: Path) -> None:
     motion = Motion.load(crowd / "motion.npz")
     with av.open(str(crowd / "preview.mp4")) as c:

@@ -254,3 +254,17 @@ def test_real_crowd_occlusion_keeps_identity(crowd: list[tuple[np.ndarray, np.nd
     bridged = plan.lerp(np.stack([tracks[victim][f] for f in seen]))
     for f in hidden:
         assert box_iou(bridged[f][None], reference[victim][f][None])[0, 0] > 0.7
+
+
+def test_coast_predicts_boxes_between_detections_without_changing_the_tracker() -> None:
+    tracker = ByteTracker()
+    box = np.array([[100.0, 100.0, 150.0, 250.0]], np.float32)
+    for f in range(6):  # moving right 10 px per frame
+        tracker.update(box + [10.0 * f, 0, 10.0 * f, 0], np.array([0.9], np.float32), f)
+    coasted = tracker.coast(7)
+    assert [t.track_id for t in coasted] == [1]
+    assert np.allclose(coasted[0].box, box[0] + [70.0, 0, 70.0, 0], atol=6.0)  # Kalman lag
+    assert coasted[0].score == pytest.approx(0.9)
+    assert tracker.coast(5) == []  # only forward of the last detected frame
+    again = tracker.update(box + [80.0, 0, 80.0, 0], np.array([0.9], np.float32), 8)
+    assert [t.track_id for t in again] == [1]  # the detection at frame 8 still matches

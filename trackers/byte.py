@@ -17,6 +17,7 @@ Boxes returned are the detections themselves (not the filtered boxes): the crop 
 seen, and smoothing happens later on the body parameters.
 """
 
+import copy
 from dataclasses import dataclass
 from enum import Enum
 
@@ -56,6 +57,7 @@ class _Track:
     state: State
     last_frame: int
     last_box: np.ndarray  # (4,) the last detection matched
+    last_score: float = 1.0  # its confidence
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -168,6 +170,7 @@ class ByteTracker:
             track.state = State.TRACKED
             track.last_frame = frame_index
             track.last_box = boxes[det]
+            track.last_score = float(scores[det])
             assigned[track.track_id] = det
         self.tracks = [t for i, t in enumerate(self.tracks) if i in matches or self._survives(t)]
         for det in high_left:
@@ -176,7 +179,12 @@ class ByteTracker:
                 first = frame_index == self.first_frame
                 state = State.TRACKED if first else State.TENTATIVE
                 track = _Track(
-                    self.next_id, BoxKalman.start(boxes[det]), state, frame_index, boxes[det]
+                    self.next_id,
+                    BoxKalman.start(boxes[det]),
+                    state,
+                    frame_index,
+                    boxes[det],
+                    float(scores[det]),
                 )
                 self.tracks.append(track)
                 assigned[track.track_id] = int(det)
@@ -210,6 +218,24 @@ class ByteTracker:
             matches[track_pos[row]] = int(dets[col])
         used = {col for _, col in pairs}
         return np.array([d for k, d in enumerate(dets) if k not in used], dtype=np.int64)
+
+    def coast(self, frame_index: int) -> list[TrackedBox]:
+        """Boxes, at a frame the detector skipped, of the tracks matched at the last detected frame:
+        their motion model predicted forward, with their last score. The tracker is unchanged.
+
+        Arguments:
+            frame_index: a frame after the last one given to :meth:`update`.
+        """
+        if self.frame_index is None or frame_index <= self.frame_index:
+            return []
+        out = []
+        for track in self.tracks:
+            if track.state is State.TRACKED and track.last_frame == self.frame_index:
+                kalman = copy.deepcopy(track.kalman)
+                kalman.predict(frame_index - self.frame_index)
+                box = kalman.box.astype(np.float32)
+                out.append(TrackedBox(track.track_id, box, track.last_score, -1))
+        return sorted(out, key=lambda t: t.track_id)
 
     def _survives(self, track: _Track) -> bool:
         """Unmatched this frame: tentative tracks die, confirmed ones are lost until ``max_lost``."""

@@ -103,10 +103,16 @@ def _quiet_native_stderr() -> Iterator[None]:
 class LiteEstimator:
     """BlazePose GHUM 3D + IK behind the :class:`~mocap.model.estimator.Estimator` interface.
 
+    Its landmark trackers follow each person inside the enlarged crop, so the person detector
+    only needs to run on every ``detect_interval``-th frame (in between, the tracker's predicted
+    boxes place the crops); the detector is most of the cost of a run on a CPU.
+
     Arguments:
         complexity: BlazePose model, 1 = "full" (bundled; 0 lite and 2 heavy are downloads).
         min_confidence: detection / tracking confidence of the landmark trackers.
     """
+
+    detect_interval = 3
 
     def __init__(self, complexity: int = 1, min_confidence: float = 0.5) -> None:
         os.environ.setdefault("GLOG_minloglevel", "2")  # quiet MediaPipe's C++ logging

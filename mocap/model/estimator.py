@@ -42,6 +42,8 @@ class Estimator(Protocol):
     """Frames, boxes and track ids in; SMPL parameters out (see the module docstring)."""
 
     label: str  # one line naming the model, for logs and run.json
+    detect_interval: int  # detector runs needed: every frame (1), or every n-th frame for a model
+    # that follows each person between detections itself
 
     def prepare(self, image_bgr: np.ndarray, box_xyxy: np.ndarray, track_id: int) -> Any: ...
 
@@ -71,6 +73,8 @@ class HMREstimator:
         predictor: a loaded :class:`~mocap.model.predictor.Predictor`.
         label: model description for logs.
     """
+
+    detect_interval = 1  # the crop is all it sees: a detection in every frame
 
     def __init__(self, predictor: Predictor, label: str) -> None:
         self.predictor = predictor

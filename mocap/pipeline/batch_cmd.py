@@ -24,7 +24,8 @@ import logging
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +85,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="output folder; each clip goes to OUT/<clip name>/",
     )
     add_settings_arguments(parser)
+    from mocap.pipeline.ray_batch import add_ray_arguments  # no Ray import until --ray
+
+    add_ray_arguments(parser)
 
 
 def collect_clips(inputs: list[str]) -> tuple[list[Path], list[ClipStatus], list[str]]:
@@ -203,14 +207,139 @@ def write_manifest(
     return path
 
 
-def run(args: argparse.Namespace) -> int:
+@dataclass
+class ClipOutcome:
+    """What :func:`convert_clip` gives back: the clip's row, whether another batch owns the clip
+    (its manifest row is kept), and whether the model failed to load (the batch stops)."""
+
+    row: ClipStatus
+    busy: bool = False
+    load_failed: bool = False
+
+
+def convert_clip(
+    clip: Path,
+    name: str,
+    out: Path,
+    settings: "RunSettings",
+    engines: "Callable[[], Engines]",
+    started: float,
+    progress: bool = False,
+) -> ClipOutcome:
+    """One clip of a batch, the same for the sequential batch and every Ray worker: skipped when
+    finished (``.done``, unless --overwrite), else converted by process_video (locked, staged,
+    published by rename); every failure becomes the row's error. ``engines`` loads the model on the
+    first clip that needs it; ``started``: the batch's start (a clip finished since then was
+    converted by a concurrent batch)."""
+    from mocap.pipeline.run import is_done, process_video
+    from mocap.pipeline.staging import DONE, ClipBusy, ClipFinished
+
+    row = ClipStatus(source=str(clip), name=name, status="skipped", output=str(out / name))
+    if is_done(out / name) and not settings.overwrite:
+        return ClipOutcome(row, busy=(out / name / DONE).stat().st_mtime >= started)
+    outcome = ClipOutcome(row)
+    t0 = time.perf_counter()
+    try:
+        result = process_video(clip, out, settings, engines, progress=progress, name=name)
+    except _LoadFailed as exc:  # the other clips cannot run either
+        row.status, row.error, outcome.load_failed = "failed", str(exc), True
+    except ClipBusy:
+        row.status, row.error = "skipped", "being converted by another mocap process"
+        outcome.busy = True
+    except ClipFinished:  # finished by another batch since the check above
+        row.status, outcome.busy = "skipped", True
+    except MocapError as exc:
+        row.status, row.error = "failed", str(exc)
+    except Exception as exc:  # a bug on one clip must not lose the others
+        log.debug("%s failed", clip, exc_info=True)
+        row.status, row.error = (
+            "failed",
+            f"internal error ({type(exc).__name__}: {exc}); please report it",
+        )
+    else:
+        row.status, row.frames, row.people = "done", result.frames, len(result.track_lengths)
+        if result.failures:  # outputs written except these; retried by the next batch
+            row.status, row.error = "failed", "; ".join(result.failures)
+    row.seconds = time.perf_counter() - t0
+    return outcome
+
+
+def engine_loader(settings: "RunSettings") -> "tuple[Callable[[], Engines], list[Engines]]":
+    """A loader that builds the engines once, on the first clip that opens fine (_LoadFailed when
+    they cannot load), and the list that then holds them."""
+    from mocap.pipeline.run_cmd import build_engines
+
+    loaded: list[Engines] = []
+
+    def engines() -> "Engines":
+        if not loaded:
+            try:
+                loaded.append(build_engines(settings))
+            except MocapError as exc:  # no weights, bad SMPL file...: every clip would fail
+                raise _LoadFailed(str(exc)) from None
+        return loaded[0]
+
+    return engines, loaded
+
+
+@dataclass
+class Batch:
+    """One batch: where it writes, its settings, its start time, whether bars show, and every
+    clip's row so far (``busy``: clips another batch converted; ``model``: the loaded label)."""
+
+    out: Path
+    settings: "RunSettings"
+    started: float
+    show: bool
+    rows: list[ClipStatus]
+    busy: set[str] = field(default_factory=set)
+    model: str = ""
+
+    def record(self, outcome: ClipOutcome) -> None:
+        """Put a finished clip's row in place of its placeholder; say a failure in one line."""
+        from tqdm import tqdm
+
+        row = outcome.row
+        waiting = [
+            i for i, r in enumerate(self.rows) if (r.name, r.status) == (row.name, "interrupted")
+        ]
+        if waiting:
+            self.rows[waiting[0]] = row
+        else:
+            self.rows.append(row)
+        if outcome.busy:
+            self.busy.add(row.name)
+        if row.status == "failed" and not outcome.load_failed:
+            tqdm.write(f"mocap: {row.name}: failed: {row.error}", file=sys.stderr)
+
+    def save(self) -> Path:
+        """Write OUT/manifest.json now (after every clip: it survives a SIGKILL)."""
+        return write_manifest(self.out, self.rows, self.settings, self.model, frozenset(self.busy))
+
+
+def _run_sequential(batch: Batch, pairs: list[tuple[Path, str]]) -> None:
+    """Every clip in this process, one after another, with one loaded model."""
     from tqdm import tqdm
 
+    engines, loaded = engine_loader(batch.settings)
+    for clip, name in tqdm(pairs, desc="clips", unit="clip", disable=not batch.show):
+        batch.rows.append(ClipStatus(str(clip), name, "interrupted", str(batch.out / name)))
+        outcome = convert_clip(
+            clip, name, batch.out, batch.settings, engines, batch.started, progress=batch.show
+        )
+        batch.model = loaded[0].model_label if loaded else batch.model
+        batch.record(outcome)
+        if outcome.load_failed:
+            raise MocapError(outcome.row.error)  # stop: the other clips cannot run either
+        batch.save()
+
+
+def run(args: argparse.Namespace) -> int:
     from mocap.pipeline.config import resolve_settings
     from mocap.pipeline.report_batch import write_batch_report
-    from mocap.pipeline.run import check_output_root, is_done, process_video
-    from mocap.pipeline.run_cmd import build_engines, setup_logging
-    from mocap.pipeline.staging import DONE, ClipBusy, ClipFinished, clean_stale
+    from mocap.pipeline.run import check_output_root
+    from mocap.pipeline.run_cmd import setup_logging
+    from mocap.pipeline.staging import clean_stale
 
     setup_logging(args)
     settings = resolve_settings(args)
@@ -227,70 +356,17 @@ def run(args: argparse.Namespace) -> int:
         log.warning("%s; skipped", note)
     for bad in rows:
         print(f"mocap: {bad.name}: failed: {bad.error}", file=sys.stderr)
-    loaded: list[Engines] = []
-
-    def engines() -> "Engines":  # the model loads once, on the first clip that opens fine
-        if not loaded:
-            try:
-                loaded.append(build_engines(settings))
-            except MocapError as exc:  # no weights, bad SMPL file...: every clip would fail
-                raise _LoadFailed(str(exc)) from None
-        return loaded[0]
-
-    show = not args.quiet and sys.stderr.isatty()
-    busy: set[str] = set()  # clips another batch converted: its manifest row is kept
-    started = time.time()
+    batch = Batch(out, settings, time.time(), not args.quiet and sys.stderr.isatty(), rows)
+    pairs = list(zip(clips, output_names(clips), strict=True))
     try:
-        for clip, name in tqdm(
-            list(zip(clips, output_names(clips), strict=True)),
-            desc="clips",
-            unit="clip",
-            disable=not show,
-        ):
-            row = ClipStatus(source=str(clip), name=name, status="skipped", output=str(out / name))
-            if is_done(out / name) and not settings.overwrite:
-                rows.append(row)
-                if (out / name / DONE).stat().st_mtime >= started:  # by a concurrent batch
-                    busy.add(name)
-                continue
-            row.status = "interrupted"  # until it ends one way or the other
-            rows.append(row)
-            t0 = time.perf_counter()
-            try:
-                result = process_video(clip, out, settings, engines, progress=show, name=name)
-            except _LoadFailed as exc:
-                row.status, row.error = "failed", str(exc)
-                raise MocapError(str(exc)) from None  # stop: the other clips cannot run either
-            except ClipBusy:
-                row.status, row.error = "skipped", "being converted by another mocap process"
-                busy.add(name)
-            except ClipFinished:  # finished by another batch since the check above
-                row.status = "skipped"
-                busy.add(name)
-            except MocapError as exc:
-                row.status, row.error = "failed", str(exc)
-            except Exception as exc:  # a bug on one clip must not lose the others
-                log.debug("%s failed", clip, exc_info=True)
-                row.status, row.error = (
-                    "failed",
-                    f"internal error ({type(exc).__name__}: {exc}); please report it",
-                )
-            else:
-                row.status, row.frames, row.people = (
-                    "done",
-                    result.frames,
-                    len(result.track_lengths),
-                )
-                if result.failures:  # outputs written except these; retried by the next batch
-                    row.status, row.error = "failed", "; ".join(result.failures)
-            row.seconds = time.perf_counter() - t0
-            if row.status == "failed":
-                tqdm.write(f"mocap: {name}: failed: {row.error}", file=sys.stderr)
-            model = loaded[0].model_label if loaded else ""
-            write_manifest(out, rows, settings, model, frozenset(busy))  # survives a SIGKILL
+        if args.ray is not None:  # the same convert_clip on Ray workers (mocap.pipeline.ray_batch)
+            from mocap.pipeline.ray_batch import run_on_ray
+
+            run_on_ray(args, batch, pairs)
+        else:
+            _run_sequential(batch, pairs)
     finally:
-        model = loaded[0].model_label if loaded else ""
-        manifest = write_manifest(out, rows, settings, model, frozenset(busy))
+        manifest = batch.save()
     write_batch_report(out, settings)  # OUT/summary.html (mocap.pipeline.report_batch)
     if not args.quiet:
         print(summary_table(rows))

@@ -59,7 +59,14 @@ def camera_pass(
     """The motion with its camera path (``mode`` moving, or auto finding motion) and notes."""
     if mode == "static":
         return motion, []
-    path = estimate_clip_camera(video, motion, start, end, stride)
+    import cv2
+
+    try:
+        path = estimate_clip_camera(video, motion, start, end, stride)
+    except cv2.error as exc:  # a frame OpenCV cannot work on: keep the static world
+        line = f"camera: static (its motion could not be estimated: {str(exc).strip().splitlines()[-1]})"
+        log.warning("%s", line)
+        return motion, [line]
     turned, travelled = path.max_angle_deg, path.travel_m
     how = f"turns up to {turned:.1f} deg, travels {travelled:.2f} m, drift check {path.drift_deg:.2f} deg"
     if mode == "auto" and path.is_static():

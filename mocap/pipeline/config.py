@@ -40,6 +40,7 @@ class RunSettings:
     min_box: float = 40.0  # pixels; boxes whose longer side is shorter are ignored
     min_track_length: int = 10  # frames; tracks shorter than this (and than the clip) are dropped
     max_gap: int = 15  # frames; shorter occlusions are bridged and interpolated
+    detect_every: int = 0  # run the detector on every n-th frame; 0 = the model's own choice
     # model
     model: str = "auto"
     checkpoint: str | None = None
@@ -82,6 +83,9 @@ _HELP: dict[str, str] = {
     "min_track_length": "drop tracks seen in fewer frames than this (a track spanning the whole "
     "clip is always kept)",
     "max_gap": "bridge occlusions up to this many frames, interpolating the motion",
+    "detect_every": "run the person detector on every N-th frame only (between detections the "
+    "tracker predicts the boxes); 0 = the model's choice: every frame for the HMR models, every "
+    "3rd for lite, whose landmark trackers follow each person in between",
     "model": "body model: 'lite' is the embedded BlazePose GHUM 3D + IK (bundled, fast on a CPU); "
     "'hmr2' HMR2.0 (downloaded on first use); 'featup-deformable' / 'vitpose-deformable' the "
     "paper's models (trained weights). 'auto': the paper's model if its weights are on disk, "
@@ -175,6 +179,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     add(g, "--min-box", key="min_box", type=float, metavar="PX")
     add(g, "--min-track-length", key="min_track_length", type=int, metavar="FRAMES")
     add(g, "--max-gap", key="max_gap", type=int, metavar="FRAMES")
+    add(g, "--detect-every", key="detect_every", type=int, metavar="N")
     g = parser.add_argument_group("model")
     add(g, "--model", key="model", choices=MODELS)
     add(g, "--checkpoint", key="checkpoint", metavar="PATH")
@@ -281,6 +286,7 @@ def validate(s: RunSettings) -> None:
     check(s.batch_size >= 1, f"--batch-size must be at least 1 (got {s.batch_size})")
     check(s.min_track_length >= 1, "--min-track-length must be at least 1 frame")
     check(s.max_gap >= 0, "--max-gap must be >= 0 frames")
+    check(0 <= s.detect_every <= 30, "--detect-every must be between 0 (the model's choice) and 30")
     check(s.smooth_strength >= 0, "--smooth-strength must be >= 0")
     from mocap.pipeline.config_check import non_finite
 

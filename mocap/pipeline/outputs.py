@@ -135,8 +135,9 @@ def write_outputs(
                 )  # fmt: skip
                 files += done.files
                 notes += [done.bone_map.how, *done.notes]
-            except MocapError as exc:
-                failures.append(f"retarget: {exc}")
+            except Exception as exc:  # noqa: BLE001 - a character must not lose the clip's outputs
+                why = str(exc) if isinstance(exc, MocapError) else f"{type(exc).__name__}: {exc}"
+                failures.append(f"retarget: {why}")
     if settings.preview:
         from mocap.pipeline.preview import render_preview
 

@@ -326,6 +326,8 @@ def _estimate_motion(
     detections = 0
 
     estimator = engines.estimator
+    # the detector runs every n-th frame where the model follows people between detections itself
+    every = settings.detect_every or estimator.detect_interval
     failed: dict[int, int] = defaultdict(int)  # track id -> items the model found no body in
 
     def infer(items: list[tuple[int, int, np.ndarray, float, Any]]) -> None:
@@ -358,12 +360,23 @@ def _estimate_motion(
     prefetch = Prefetcher(iter(stream), maxsize=2 * settings.batch_size, timer=timer)
     try:
         for batch in batched(prefetch, settings.batch_size):
+            first = len(times)  # frames decoded before this batch
+            chosen = [k for k in range(len(batch)) if (first + k) % every == 0]
             with timer("detect"):
-                found = engines.detector.detect([f.image for f in batch])
-            for frame, det in zip(batch, found, strict=True):
+                found = dict(
+                    zip(
+                        chosen,
+                        engines.detector.detect([batch[k].image for k in chosen]),
+                        strict=True,
+                    )
+                )
+            for k, frame in enumerate(batch):
                 times.append(float(frame.time))
                 with timer("track"):
-                    tracked = tracker.update(det.boxes, det.scores, frame.index)
+                    if k in found:
+                        tracked = tracker.update(found[k].boxes, found[k].scores, frame.index)
+                    else:  # a frame the detector skips: the tracks' predicted boxes
+                        tracked = tracker.coast(frame.index)
                 with timer("crop"):
                     for t in tracked:
                         item = estimator.prepare(frame.image, np.asarray(t.box), t.track_id)

@@ -1,0 +1,185 @@
+"""Bring mocap's output files into the open Blender scene (bpy side of the add-on).
+
+The run writes one combined ``people.blend`` (SMPL armatures, the mesh when SMPL is present, the
+video's camera with the footage as its background); its scene is appended, its objects linked into
+a new collection ``mocap <clip>``, the scene's fps, frame range and render size copied, and the
+appended scene removed again. A retargeted run also writes one ``.blend`` per person from
+``mocap retarget``: only its armature action is loaded and put on the user's armature.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import bpy
+
+
+@dataclass
+class Imported:
+    """What an import added: new objects and the actions named after clip and person."""
+
+    objects: list[str] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)
+    people: list[str] = field(default_factory=list)
+    camera: str = ""
+
+
+def _load_scene(path: Path) -> bpy.types.Scene:
+    with bpy.data.libraries.load(str(path), link=False) as (source, target):
+        target.scenes = list(source.scenes[:1])
+    scene = target.scenes[0]
+    if scene is None:
+        raise RuntimeError(f"{path.name} holds no scene")
+    return scene
+
+
+def import_scene(path: Path, clip: str, armatures: bool, context: bpy.types.Context) -> Imported:
+    """Append the run's combined scene: its camera always, its SMPL armatures (and meshes) when
+    ``armatures``; actions renamed ``<clip>_<person>``; fps / frames / render size copied."""
+    here = context.scene
+    loaded = _load_scene(path)
+    done = Imported()
+    objects = list(loaded.objects)
+    done.people = sorted(o.name for o in objects if o.type == "ARMATURE")
+    keep = [o for o in objects if armatures or o.type == "CAMERA"]
+    collection = bpy.data.collections.new(f"mocap {clip}")
+    here.collection.children.link(collection)
+    for obj in keep:
+        collection.objects.link(obj)
+        done.objects.append(obj.name)
+        action = obj.animation_data.action if obj.animation_data else None
+        if obj.type == "ARMATURE" and action is not None:
+            action.name = f"{clip}_{obj.name}"
+            done.actions.append(action.name)
+        if obj.type == "CAMERA":
+            here.camera, done.camera = obj, obj.name
+    for attr in ("fps", "fps_base", "resolution_x", "resolution_y", "resolution_percentage"):
+        setattr(here.render, attr, getattr(loaded.render, attr))
+    here.frame_start, here.frame_end = loaded.frame_start, loaded.frame_end
+    bpy.data.scenes.remove(loaded)
+    for obj in objects:
+        if obj not in keep:
+            _remove_object(obj)
+    return done
+
+
+def _remove_object(obj: bpy.types.Object) -> None:
+    """Drop an appended object that is not kept, with its data and action when unused."""
+    data, action = obj.data, obj.animation_data.action if obj.animation_data else None
+    bpy.data.objects.remove(obj)
+    unused = [d for d in (data, action) if d is not None and d.users == 0]
+    if unused:
+        bpy.data.batch_remove(unused)
+
+
+def _load_retargeted(path: Path) -> tuple[bpy.types.Action, dict[str, str], list[tuple[str, str]]]:
+    """The armature action of a ``mocap retarget`` .blend, with what the writer changed on the
+    rig for it: bone -> new parent, and the (bone, constraint) pairs it muted (Rigify's DEF
+    bones are keyed directly, see exporters/retarget.py). The file's objects are not kept."""
+    with bpy.data.libraries.load(str(path), link=False) as (source, target):
+        target.objects = list(source.objects)
+    objects = [o for o in target.objects if o is not None]
+    arm = next((o for o in objects if o.type == "ARMATURE" and o.animation_data and o.animation_data.action), None)
+    if arm is None:
+        _drop(objects)
+        raise RuntimeError(f"{path.name} holds no armature animation")
+    action = arm.animation_data.action
+    parents = {b.name: b.parent.name if b.parent else "" for b in arm.data.bones}
+    muted = [(pb.name, c.name) for pb in arm.pose.bones for c in pb.constraints if c.mute]
+    arm.animation_data.action = None
+    _drop(objects)
+    return action, parents, muted
+
+
+def _drop(objects: list[bpy.types.Object]) -> None:
+    data = [o.data for o in objects if o.data is not None]
+    bpy.data.batch_remove(objects)
+    bpy.data.batch_remove([d for d in data if d.users == 0])
+
+
+def _adopt(armature: bpy.types.Object, parents: dict[str, str], muted: list[tuple[str, str]]) -> None:
+    """Make the chosen armature what ``mocap retarget`` keyed: same parents, same constraints
+    muted, quaternion rotations (a no-op for plain rigs such as Mixamo's)."""
+    bones = armature.data.bones
+    changed = {b: p for b, p in parents.items() if b in bones and p in bones
+               and (bones[b].parent.name if bones[b].parent else "") != p}  # fmt: skip
+    if changed:
+        layer = bpy.context.view_layer
+        active, mode = layer.objects.active, armature.mode
+        layer.objects.active = armature
+        bpy.ops.object.mode_set(mode="EDIT")
+        edit = armature.data.edit_bones
+        for bone, parent in changed.items():
+            edit[bone].use_connect = False
+            edit[bone].parent = edit[parent]
+        bpy.ops.object.mode_set(mode=mode if mode in ("OBJECT", "POSE") else "OBJECT")
+        layer.objects.active = active
+    for bone, name in muted:
+        pb = armature.pose.bones.get(bone)
+        if pb is not None and name in pb.constraints:
+            pb.constraints[name].mute = True
+    for pb in armature.pose.bones:
+        pb.rotation_mode = "QUATERNION"
+
+
+def retarget_files(out: Path, people: list[str]) -> dict[str, Path]:
+    """person -> the file ``mocap retarget -o out`` wrote for it (OUT, or OUT_<person>.blend)."""
+    if len(people) == 1 and out.is_file():
+        return {people[0]: out}
+    found = {p: out.with_name(f"{out.stem}_{p}{out.suffix}") for p in people}
+    return {p: f for p, f in found.items() if f.is_file()}
+
+
+def apply_retargeted(
+    files: dict[str, Path], clip: str, armature: bpy.types.Object, done: Imported
+) -> None:
+    """One action per person on ``armature``: the first is assigned, the others kept (fake user)
+    for the Action editor; named ``<clip>_<person>``. The armature gets the retargeter's changes
+    (muted constraints and re-parented bones on rigs like Rigify's), so the keys play as written."""
+    for i, (person, path) in enumerate(sorted(files.items())):
+        action, parents, muted = _load_retargeted(path)
+        if i == 0:
+            _adopt(armature, parents, muted)
+        action.name = f"{clip}_{person}"
+        done.actions.append(action.name)
+        action.use_fake_user = True
+        if i == 0:
+            anim = armature.animation_data_create()
+            anim.action = action
+            if anim.action_slot is None and len(action.slots):
+                anim.action_slot = action.slots[0]
+
+
+def import_bvh(path: Path, context: bpy.types.Context) -> Imported:
+    """A BVH from an earlier run (Y up, metres) as a new armature; action named after the file."""
+    before = set(bpy.data.objects)
+    bpy.ops.import_anim.bvh(
+        filepath=str(path), axis_forward="-Z", axis_up="Y", update_scene_fps=True,
+        update_scene_duration=True, rotate_mode="QUATERNION",
+    )  # fmt: skip
+    done = Imported()
+    for obj in set(bpy.data.objects) - before:
+        done.objects.append(obj.name)
+        action = obj.animation_data.action if obj.animation_data else None
+        if action is not None:
+            action.name = f"{path.parent.name}_{path.stem}"
+            done.actions.append(action.name)
+    return done
+
+
+def save_armature_copy(armature: bpy.types.Object, path: Path) -> None:
+    """Write the armature and the meshes it deforms to ``path`` in a scene of their own (what
+    ``mocap retarget --rig`` opens); the open file is left as it was."""
+    scene = bpy.data.scenes.new("mocap_rig_copy")
+    try:
+        scene.collection.objects.link(armature)
+        for obj in bpy.data.objects:
+            if obj.type == "MESH" and (obj.parent is armature or any(
+                m.type == "ARMATURE" and m.object is armature for m in obj.modifiers
+            )):  # fmt: skip
+                scene.collection.objects.link(obj)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        bpy.data.libraries.write(str(path), {scene}, fake_user=False)
+    finally:
+        bpy.data.scenes.remove(scene)

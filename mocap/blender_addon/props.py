@@ -1,0 +1,80 @@
+"""Settings of the panel (saved with the scene), the running job's state (window manager, never
+saved) and the add-on preferences (the path to ``mocap``, the output folder)."""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import (
+    BoolProperty,
+    EnumProperty,
+    FloatProperty,
+    PointerProperty,
+    StringProperty,
+)
+
+MODELS = (
+    ("auto", "Auto", "the paper's model or HMR2.0 when their weights are on disk, else lite"),
+    ("lite", "Lite", "embedded BlazePose GHUM 3D + IK: bundled, fast on a CPU"),
+    ("hmr2", "HMR2.0", "HMR2.0 (weights downloaded on first use)"),
+    ("featup-deformable", "FeatUp deformable", "the paper's model (trained weights)"),
+    ("vitpose-deformable", "ViTPose deformable", "the paper's model (trained weights)"),
+)
+
+
+class MocapSettings(bpy.types.PropertyGroup):
+    video: StringProperty(name="Video", subtype="FILE_PATH", description="the video to convert")  # type: ignore[valid-type]
+    model: EnumProperty(name="Model", items=MODELS, default="auto")  # type: ignore[valid-type]
+    start: FloatProperty(name="Start", min=0.0, default=0.0, unit="TIME_ABSOLUTE", description="start time in seconds")  # type: ignore[valid-type]
+    end: FloatProperty(name="End", min=0.0, default=0.0, unit="TIME_ABSOLUTE", description="end time in seconds (0: the end of the clip)")  # type: ignore[valid-type]
+    smooth_strength: FloatProperty(name="Smoothing", min=0.0, max=10.0, soft_max=3.0, default=1.0, description="0 = none, 1 = default, 2 = strong")  # type: ignore[valid-type]
+    foot_lock: EnumProperty(  # type: ignore[valid-type]
+        name="Foot locking",
+        items=(("auto", "Auto", "planted feet held still on the floor"), ("off", "Off", "feet as estimated")),
+        default="auto",
+    )
+    target: EnumProperty(  # type: ignore[valid-type]
+        name="Target",
+        items=(
+            ("NEW", "New SMPL armature", "one SMPL armature per person (with the mesh when SMPL is installed)"),
+            ("SELECTED", "Selected armature", "retarget onto the active armature (bone-map presets, else matched names)"),
+        ),
+        default="NEW",
+    )
+    camera: BoolProperty(name="Camera from footage", default=True, description="add the video's camera, the footage as its background")  # type: ignore[valid-type]
+
+
+class MocapState(bpy.types.PropertyGroup):
+    running: BoolProperty(default=False)  # type: ignore[valid-type]
+    cancel_requested: BoolProperty(default=False)  # type: ignore[valid-type]
+    progress: FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR")  # type: ignore[valid-type]
+    label: StringProperty(default="")  # type: ignore[valid-type]
+    last_error: StringProperty(default="")  # type: ignore[valid-type]
+    last_result: StringProperty(default="")  # type: ignore[valid-type]
+
+
+class MocapPreferences(bpy.types.AddonPreferences):
+    bl_idname = __package__  # type: ignore[assignment]
+
+    mocap_path: StringProperty(name="mocap executable", subtype="FILE_PATH", description="path to the mocap command (empty: found on PATH)")  # type: ignore[valid-type]
+    output_dir: StringProperty(name="Output folder", subtype="DIR_PATH", description="where runs are written (empty: a temporary folder)")  # type: ignore[valid-type]
+
+    def draw(self, context: bpy.types.Context) -> None:
+        self.layout.prop(self, "mocap_path")
+        self.layout.prop(self, "output_dir")
+
+
+CLASSES = (MocapSettings, MocapState, MocapPreferences)
+
+
+def register() -> None:
+    bpy.types.Scene.mocap = PointerProperty(type=MocapSettings)
+    bpy.types.WindowManager.mocap_state = PointerProperty(type=MocapState)
+
+
+def unregister() -> None:
+    del bpy.types.WindowManager.mocap_state
+    del bpy.types.Scene.mocap
+
+
+def preferences(context: bpy.types.Context) -> MocapPreferences:
+    return context.preferences.addons[__package__].preferences

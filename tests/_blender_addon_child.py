@@ -1,0 +1,137 @@
+"""bpy child for tests/test_blender_addon.py (never imported by pytest).
+
+    python tests/_blender_addon_child.py MODE ZIP MOCAP INPUT OUT_DIR
+
+Installs the extension zip (``bpy.ops.extensions.package_install_files``, enabled on install),
+points its preferences at MOCAP and runs one scenario, writing ``OUT_DIR/result.json`` and
+``OUT_DIR/bones.npz`` (per armature: bone heads in world space at every frame of its action):
+
+- ``run``: the panel's Run on the video INPUT (``--model lite``), new SMPL armatures;
+- ``npz``: Import motion.npz INPUT onto new SMPL armatures;
+- ``rigify``: a Rigify rig generated here (saved as ``OUT_DIR/rig.blend``), selected, and
+  Import motion.npz INPUT retargeted onto it;
+- ``error``: Run on INPUT, a file that is no video: the one-line report;
+- ``cancel``: Run on INPUT, Cancel after the child has started; the scene before and after.
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import bpy
+import numpy as np
+
+
+def install(zip_path: str, mocap: str):
+    result = bpy.ops.extensions.package_install_files(
+        filepath=zip_path, repo="user_default", enable_on_install=True
+    )
+    assert result == {"FINISHED"}, result
+    import importlib
+
+    addon = importlib.import_module("bl_ext.user_default.mocap_blender")
+    bpy.context.preferences.addons[addon.__name__].preferences.mocap_path = mocap
+    return addon
+
+
+def scene_state() -> dict:
+    scene = bpy.context.scene
+    return {
+        "objects": sorted(o.name for o in bpy.data.objects),
+        "actions": sorted(a.name for a in bpy.data.actions),
+        "collections": sorted(c.name for c in bpy.data.collections),
+        "scenes": sorted(s.name for s in bpy.data.scenes),
+        "frames": [scene.frame_start, scene.frame_end],
+        "fps": scene.render.fps / scene.render.fps_base,
+        "camera": scene.camera.name if scene.camera else "",
+    }
+
+
+def dump(out: Path) -> dict:
+    scene, arrays, info = bpy.context.scene, {}, {}
+    for obj in bpy.data.objects:
+        action = obj.animation_data.action if obj.animation_data else None
+        if obj.type != "ARMATURE" or action is None:
+            continue
+        first, last = (round(f) for f in action.frame_range)
+        frames = list(range(first, last + 1))
+        heads = []
+        for f in frames:
+            scene.frame_set(f)
+            heads.append([list(obj.matrix_world @ pb.head) for pb in obj.pose.bones])
+        arrays[obj.name] = np.array(heads)
+        info[obj.name] = {
+            "action": action.name,
+            "frames": [first, last],
+            "bones": [pb.name for pb in obj.pose.bones],
+        }
+    np.savez(out / "bones.npz", **arrays)
+    cam = scene.camera
+    camera = {}
+    if cam is not None:
+        camera = {
+            "name": cam.name,
+            "lens": cam.data.lens,
+            "sensor": cam.data.sensor_width,
+            "backgrounds": [b.clip.filepath for b in cam.data.background_images if b.clip],
+            "resolution": [scene.render.resolution_x, scene.render.resolution_y],
+        }
+    return {"armatures": info, "camera": camera, "scene": scene_state()}
+
+
+def rigify_rig() -> bpy.types.Object:
+    bpy.ops.preferences.addon_enable(module="rigify")
+    bpy.ops.object.armature_human_metarig_add()
+    meta = bpy.context.object
+    bpy.ops.pose.rigify_generate()
+    rig = bpy.context.object
+    bpy.data.objects.remove(meta)
+    bpy.context.view_layer.objects.active = rig
+    rig.select_set(True)
+    return rig
+
+
+def main(argv: list[str]) -> int:
+    mode, zip_path, mocap, source, out = argv[0], argv[1], argv[2], argv[3], Path(argv[4])
+    for obj in list(bpy.data.objects):  # the factory cube, light and camera
+        bpy.data.objects.remove(obj)
+    addon = install(zip_path, mocap)
+    ctx, settings = bpy.context, bpy.context.scene.mocap
+    state = ctx.window_manager.mocap_state
+    settings.model, settings.video = "lite", source
+    result: dict = {"mode": mode}
+    if mode in ("run", "error"):
+        result["operator"] = sorted(bpy.ops.mocap.run())
+    elif mode == "npz":
+        result["operator"] = sorted(bpy.ops.mocap.import_motion(filepath=source))
+    elif mode == "rigify":
+        rig = rigify_rig()
+        bpy.ops.wm.save_as_mainfile(filepath=str(out / "rig.blend"), copy=True)
+        settings.target = "SELECTED"
+        result["rig"] = rig.name
+        result["operator"] = sorted(bpy.ops.mocap.import_motion(filepath=source))
+    elif mode == "cancel":
+        result["before"] = scene_state()
+        controller = addon.operators.start(ctx)
+        result["owned"] = str(controller.owned)
+        started = time.time()
+        while time.time() - started < 4.0:  # the child is busy loading and detecting
+            assert controller.step(ctx) == "RUNNING", state.last_error
+            time.sleep(0.2)
+        pid = controller.job._proc.pid
+        bpy.ops.mocap.cancel()
+        result["status"] = controller.step(ctx)
+        result["pid"], result["returncode"] = pid, controller.job._proc.returncode
+        result["owned_exists"] = controller.owned.exists()
+        result["after"] = scene_state()
+        result["running"] = bool(state.running)
+    result["error"], result["result"] = state.last_error, state.last_result
+    if mode != "cancel":
+        result.update(dump(out))
+    (out / "result.json").write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else sys.argv[1:]))

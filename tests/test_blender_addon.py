@@ -1,0 +1,204 @@
+"""The Blender extension (mocap/blender_addon): built by `mocap blender-addon`, installed into a
+headless bpy 5.0.1 as an extension, its operators run on a real clip with the embedded model.
+
+Every Blender session runs in a child (tests/_blender_addon_child.py) with its own user folder
+(BLENDER_USER_RESOURCES), so the developer's Blender set-up is never touched.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CHILD = REPO / "tests" / "_blender_addon_child.py"
+VIDEO = REPO.parent / "shared" / "data" / "videos" / "posetrack_5frames_mpeg4.mp4"
+MOCAP = Path(sys.executable).with_name("mocap")
+YUP_TO_ZUP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+
+needs_bpy = pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="needs bpy 5.0.1")
+needs_clip = pytest.mark.skipif(not VIDEO.is_file() or not MOCAP.is_file(), reason="needs the clip")
+
+
+def _load_runner():
+    """The add-on's bpy-free runner module, loaded by path (its package imports bpy)."""
+    spec = importlib.util.spec_from_file_location(
+        "addon_runner", REPO / "mocap" / "blender_addon" / "runner.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["addon_runner"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _mocap(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(MOCAP), *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def addon_zip(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("addon") / "mocap_blender.zip"
+    done = subprocess.run(
+        [sys.executable, "-m", "mocap", "blender-addon", "-o", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def _blender(mode: str, addon_zip: Path, source: Path, tmp: Path) -> tuple[dict, dict]:
+    out = tmp / mode
+    out.mkdir()
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp / f"user_{mode}"))
+    done = subprocess.run(
+        [sys.executable, str(CHILD), mode, str(addon_zip), str(MOCAP), str(source), str(out)],
+        capture_output=True, text=True, timeout=900, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    result = json.loads((out / "result.json").read_text())
+    bones = {}
+    if (out / "bones.npz").is_file():
+        with np.load(out / "bones.npz") as z:
+            bones = {k: z[k] for k in z.files}
+    return result, bones
+
+
+@pytest.fixture(scope="module")
+def ran(addon_zip, tmp_path_factory) -> tuple[dict, dict]:
+    return _blender("run", addon_zip, VIDEO, tmp_path_factory.mktemp("run"))
+
+
+def _result_dir(result: dict) -> Path:
+    return Path(result["result"].rsplit("(", 1)[1].rstrip(")"))
+
+
+def test_zip_is_an_extension(addon_zip: Path) -> None:
+    with zipfile.ZipFile(addon_zip) as zf:
+        names = set(zf.namelist())
+        manifest = zf.read("blender_manifest.toml").decode()
+    assert {"blender_manifest.toml", "__init__.py", "runner.py", "operators.py"} <= names
+    assert 'id = "mocap_blender"' in manifest and 'blender_version_min = "4.2.0"' in manifest
+    sources = "".join(zipfile.ZipFile(addon_zip).read(n).decode() for n in names if n.endswith(".py"))
+    assert "import torch" not in sources and "from mocap" not in sources and "import mocap" not in sources
+    bad = _mocap("blender-addon", "-o", str(addon_zip.with_suffix(".tar")))
+    assert bad.returncode == 1 and bad.stderr.strip().startswith("mocap: error:")
+
+
+def test_runner_parses_progress_and_errors(tmp_path: Path) -> None:
+    runner = _load_runner()
+    script = (
+        "import sys, time\n"
+        "print('mocap: model: lite', flush=True)\n"
+        "for i in range(1, 5):\n"
+        "    sys.stderr.write(f'\\r {i*25}%|###| {i}/4 [00:01<00:00]'); sys.stderr.flush(); time.sleep(0.05)\n"
+        "print('mocap: error: no person found in clip.mp4', file=sys.stderr)\n"
+        "sys.exit(1)\n"
+    )
+    job = runner.MocapJob([[sys.executable, "-c", script]])
+    seen = []
+    while (code := job.poll()) is None:
+        seen.append(job.progress.fraction)
+    assert code == 1
+    assert max(seen + [job.progress.fraction]) == pytest.approx(0.8)  # 4/4 frames = 80 % of a run
+    assert runner.error_line(job.output) == "no person found in clip.mp4"
+    assert runner.error_line("Traceback (most recent call last):\n  x\nValueError: bad") == "ValueError: bad"
+    cmd = runner.run_command("mocap", "v.mp4", "out", "lite", 1.0, 3.0, 2.0, "off")
+    assert cmd[:3] == ["mocap", "run", "v.mp4"] and ["--start", "1"] == cmd[-4:-2]
+    assert "--foot-lock" in cmd and cmd[cmd.index("--foot-lock") + 1] == "off"
+
+
+@needs_bpy
+@needs_clip
+def test_run_gives_an_action_per_person_and_the_camera(ran) -> None:
+    result, bones = ran
+    assert result["operator"] == ["FINISHED"] and result["error"] == ""
+    run = json.loads((_result_dir(result) / "run.json").read_text())
+    people = [f"person_{t['id']}" for t in run["tracks"]] if "id" in run["tracks"][0] else None
+    arms = result["armatures"]
+    assert len(arms) >= 1 and (people is None or set(arms) <= set(people))
+    for name, arm in arms.items():
+        assert arm["action"] == f"{VIDEO.stem}_{name}"
+        assert arm["frames"] == [0, run["video"]["frames"] - 1]  # 5 frames
+        assert bones[name].shape == (5, 24, 3) and np.isfinite(bones[name]).all()
+    assert result["scene"]["fps"] == pytest.approx(run["video"]["fps"])
+    cam, (w, h) = result["camera"], run["video"]["image_size"]
+    assert cam["lens"] == pytest.approx(run["video"]["focal_length"] * 36.0 / max(w, h), rel=1e-5)
+    assert cam["sensor"] == 36.0 and cam["resolution"] == [w, h]
+    assert cam["backgrounds"] == [str(VIDEO.resolve())]
+
+
+@needs_bpy
+@needs_clip
+def test_import_motion_npz_reproduces_the_joints(ran, addon_zip, tmp_path: Path) -> None:
+    motion = _result_dir(ran[0]) / "motion.npz"
+    result, bones = _blender("npz", addon_zip, motion, tmp_path)
+    assert result["operator"] == ["FINISHED"] and set(result["armatures"]) == set(ran[0]["armatures"])
+    ref = tmp_path / "ref"
+    done = _mocap("export", str(motion), "-o", str(ref), "--formats", "npz")  # numpy FK, no Blender
+    assert done.returncode == 0, done.stderr
+    for name, arm in result["armatures"].items():
+        with np.load(ref / f"{name}.npz") as z:
+            names, joints, start = list(z["joint_names"]), z["joint_positions"], int(z["frame_start"])
+        order = [arm["bones"].index(n) for n in names]
+        got = bones[name][:, order]  # frames action[0].. = video frames (scene starts at 0)
+        want = joints[arm["frames"][0] - start : arm["frames"][1] - start + 1] @ YUP_TO_ZUP.T
+        assert got.shape == want.shape
+        assert np.abs(got - want).max() < 1e-3  # within 1 mm
+
+
+@needs_bpy
+@needs_clip
+def test_retarget_onto_a_rigify_rig_matches_mocap_retarget(ran, addon_zip, tmp_path: Path) -> None:
+    from exporters.blender import read_with_blender
+
+    motion = _result_dir(ran[0]) / "motion.npz"
+    result, bones = _blender("rigify", addon_zip, motion, tmp_path)
+    assert result["operator"] == ["FINISHED"], result["error"]
+    rig = result["armatures"][result["rig"]]
+    people = sorted(ran[0]["armatures"])
+    assert rig["action"] == f"{VIDEO.stem}_{people[0]}"
+    assert {f"{VIDEO.stem}_{p}" for p in people} <= set(result["scene"]["actions"])
+    ref = tmp_path / "ref.blend"
+    done = _mocap("retarget", str(motion), "--rig", str(tmp_path / "rigify" / "rig.blend"), "-o", str(ref))
+    assert done.returncode == 0, done.stderr
+    ref_file = ref if len(people) == 1 else ref.with_name(f"ref_{people[0]}.blend")
+    dump = read_with_blender(ref_file, mesh_samples=1)
+    arm = next(a for a in dump.armatures if a.name == result["rig"])
+    frames = np.round(arm.frames).astype(int)
+    assert [frames[0], frames[-1]] == rig["frames"]
+    deform = [n for n in arm.bone_names if n.startswith("DEF-")]
+    assert len(deform) > 20
+    mine = bones[result["rig"]][:, [rig["bones"].index(n) for n in deform]]
+    theirs = arm.joint_positions[:, [arm.bone_names.index(n) for n in deform]]
+    moved = np.abs(theirs - theirs[:1]).max()
+    assert moved > 0.01  # the rig really moves
+    assert np.abs(mine - theirs).max() < 1e-4
+
+
+@needs_bpy
+@needs_clip
+def test_cancel_mid_run_leaves_the_scene_unchanged(addon_zip, tmp_path: Path) -> None:
+    result, _ = _blender("cancel", addon_zip, VIDEO, tmp_path)
+    assert result["status"] == "CANCELLED" and not result["running"]
+    assert result["returncode"] in (143, -15, -9)  # the child was stopped, not left running
+    assert not result["owned_exists"]  # its output folder is gone
+    assert result["after"] == result["before"]
+
+
+@needs_bpy
+@needs_clip
+def test_child_errors_are_one_readable_line(addon_zip, tmp_path: Path) -> None:
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("this is not a video\n")
+    result, _ = _blender("error", addon_zip, bad, tmp_path)
+    assert result["operator"] == ["CANCELLED"] and result["armatures"] == {}
+    error = result["error"]
+    assert error and "\n" not in error and "Traceback" not in error and "notes.mp4" in error
+    assert result["scene"]["objects"] == []

@@ -1,0 +1,161 @@
+"""`mocap batch --ray` on a local Ray with 2 CPUs, on the real clips and a corrupt one: the same
+motion.npz bytes as the sequential batch although a worker is SIGKILLed mid-clip, the corrupt clip
+reported as today, nothing half-written left, and a re-run that skips every finished clip."""
+
+import contextlib
+import io
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mocap.cli import main
+
+ray = pytest.importorskip("ray", reason="ray comes with the dev extra: pip install -e '.[dev]'")
+
+VIDEOS = ("walking_crowd_1080p", "street_5frames_540p", "posetrack_5frames_mpeg4")
+KILLED = "walking_crowd_1080p"  # its worker is killed while the clip's staging is being written
+pytestmark = pytest.mark.usefixtures("models_loaded_once")  # conftest: the sequential reference
+
+
+@dataclass
+class Ran:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def _batch(argv: list[str]) -> Ran:
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(["batch", *argv])
+    return Ran(code, stdout.getvalue(), stderr.getvalue())
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """One local Ray for the module (starting one takes ~15 s): `--ray` joins it."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    folder = tmp_path_factory.mktemp("clips")
+    for name in VIDEOS:
+        (folder / f"{name}.mp4").symlink_to(shared_data / "videos" / f"{name}.mp4")
+    (folder / "corrupt.mp4").write_bytes(os.urandom(40_000))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def flags(tmp_path_factory: pytest.TempPathFactory, yolo_weights: Path) -> list[str]:
+    ckpt = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    assert main(["init-checkpoint", "featup-deformable", "--size", "tiny", "-o", str(ckpt)]) == 0
+    return ["--checkpoint", str(ckpt), "--detector", str(yolo_weights), "--formats", "npz,bvh",
+            "--end", "0.2", "--batch-size", "8", "--device", "cpu"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def sequential(inputs: Path, flags: list[str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("sequential")
+    assert _batch([str(inputs), "-o", str(out), *flags]).code == 1  # the corrupt clip fails
+    return out
+
+
+class _KillWhenStaging(threading.Thread):
+    """SIGKILL the worker whose staging folder of ``clip`` appears first (once)."""
+
+    def __init__(self, out: Path, clip: str) -> None:
+        super().__init__(daemon=True)
+        self.out, self.clip, self.killed, self.stop = out, clip, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for staging in self.out.glob(f".{self.clip}.partial-*"):
+                pid = int(staging.name.rsplit("-", 1)[1])
+                if pid != os.getpid():
+                    os.kill(pid, signal.SIGKILL)
+                    self.killed = pid
+                    return
+            time.sleep(0.005)
+
+
+@pytest.fixture(scope="module")
+def on_ray(
+    local_ray: None, inputs: Path, flags: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Ran, int]:
+    out = tmp_path_factory.mktemp("ray")
+    killer = _KillWhenStaging(out, KILLED)
+    killer.start()
+    try:
+        ran = _batch([str(inputs), "-o", str(out), *flags, "--ray", "--workers", "2"])
+    finally:
+        killer.stop.set()
+    return out, ran, killer.killed
+
+
+def test_same_bytes_as_sequential_although_a_worker_was_killed(
+    sequential: Path, on_ray: tuple[Path, Ran, int]
+) -> None:
+    out, ran, killed = on_ray
+    assert killed, f"the staging of {KILLED} never appeared"
+    assert ran.code == 1 and "Traceback" not in ran.stderr
+    assert f"mocap: warning: {KILLED}: its worker died" in ran.stderr  # and it was retried
+    for name in VIDEOS:
+        assert (out / name / ".done").is_file(), name
+        ours, theirs = (out / name / "motion.npz").read_bytes(), (sequential / name / "motion.npz")
+        assert ours == theirs.read_bytes(), name
+    # one finished copy per clip, no staging, old result, lock or temporary file left
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(VIDEOS)
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed, 0)
+
+
+def test_bad_clip_reported_and_manifest(on_ray: tuple[Path, Ran, int]) -> None:
+    out, ran, _ = on_ray
+    errors = [line for line in ran.stderr.splitlines() if "failed" in line]
+    assert len(errors) == 1 and errors[0].startswith("mocap: corrupt: failed: "), errors
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"] == {"done": 3, "skipped": 0, "failed": 1}
+    clips = {c["name"]: c for c in manifest["clips"]}
+    assert "not a readable video" in clips["corrupt"]["error"]
+    assert clips["walking_crowd_1080p"]["frames"] == 6 and clips["posetrack_5frames_mpeg4"]["people"]
+    assert manifest["model"].startswith("featup-deformable (tiny)")
+    table = ran.stdout[ran.stdout.index("clip "):].splitlines()  # fmt: skip
+    assert {line.split()[0]: line.split()[1] for line in table[1:5]} == {
+        **dict.fromkeys(VIDEOS, "done"),
+        "corrupt": "failed",
+    }
+
+
+def test_rerun_skips_every_finished_clip(
+    on_ray: tuple[Path, Ran, int], inputs: Path, flags: list[str]
+) -> None:
+    out, _, _ = on_ray
+    stamps = {n: (out / n / "motion.npz").stat().st_mtime_ns for n in VIDEOS}
+    again = _batch([str(inputs), "-o", str(out), *flags, "--ray", "--workers", "2"])
+    assert again.code == 1  # the corrupt clip still fails
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"] == {"done": 0, "skipped": 3, "failed": 1}
+    assert {n: (out / n / "motion.npz").stat().st_mtime_ns for n in VIDEOS} == stamps
+
+
+def test_without_ray_one_line_says_how_to_install(
+    inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    ran = _batch([str(inputs), "-o", str(tmp_path / "out"), "--ray"])
+    assert ran.code == 1
+    assert ran.stderr.strip().splitlines()[-1] == (
+        "mocap: error: --ray needs Ray, which is not installed: pip install 'mocap[cluster]'"
+    )
