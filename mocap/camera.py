@@ -180,16 +180,19 @@ def estimate_camera(
         grey = _grey(image, scale)
         here = people.get(index, none)
         mask = background_mask((grey.shape[0], grey.shape[1]), here.boxes, scale)
-        pose = None
-        if prev is not None and len(pts):
-            ids, pts = _track(prev, grey, ids, pts, mask)
-            key = keys[-1]
-            shared = np.array([i in key.points for i in ids], dtype=bool)
-            p_key = np.array([key.points[i] for i in ids[shared]], np.float32).reshape(-1, 2)
-            pose = relative_pose(p_key, pts[shared], K)
-            if pose is None:
+        if prev is None:
+            solved.append((index, 0, np.eye(3), None))
+            keys.append(_Key(index, {}, here))
+        else:
+            pose, key, p_key = None, keys[-1], np.zeros((0, 2), np.float32)
+            if len(pts):
+                ids, pts = _track(prev, grey, ids, pts, mask)
+                shared = np.array([i in key.points for i in ids], dtype=bool)
+                p_key = np.array([key.points[i] for i in ids[shared]], np.float32).reshape(-1, 2)
+                pose = relative_pose(p_key, pts[shared], K)
+            if pose is None:  # too little background: hold the last pose, start a new key
                 lost += 1
-                rot = solved[-1][2] if solved and solved[-1][1] == len(keys) - 1 else np.eye(3)
+                rot = solved[-1][2] if solved[-1][1] == len(keys) - 1 else np.eye(3)
                 solved.append((index, len(keys) - 1, rot, None))
             else:  # key -> current; stored as current -> key coordinates
                 solved.append((index, len(keys) - 1, pose.rotation.T, pose.direction))
@@ -200,9 +203,6 @@ def estimate_camera(
             if pose is None or survival < KEY_SURVIVAL or len(pts) < MIN_TRACKED:
                 chain.append((solved[-1][2], solved[-1][3]))
                 keys.append(_Key(index, {}, here))
-        else:
-            solved.append((index, 0, np.eye(3), None))
-            keys.append(_Key(index, {}, here))
         if not keys[-1].points:  # a new key frame: top up the corners, remember their positions
             ids, pts, next_id = _add_corners(grey, mask, ids, pts, next_id)
             keys[-1].points = {int(i): p.copy() for i, p in zip(ids, pts, strict=True)}

@@ -101,8 +101,13 @@ def main(argv: list[str]) -> int:
     state = ctx.window_manager.mocap_state
     settings.model, settings.video = "lite", source
     result: dict = {"mode": mode}
-    if mode in ("run", "error"):
+    if mode == "run":
         result["operator"] = sorted(bpy.ops.mocap.run())
+    elif mode == "error":  # an ERROR report raises from bpy.ops when called from Python
+        try:
+            result["operator"] = sorted(bpy.ops.mocap.run())
+        except RuntimeError as exc:
+            result["operator"], result["report"] = ["CANCELLED"], str(exc)
     elif mode == "npz":
         result["operator"] = sorted(bpy.ops.mocap.import_motion(filepath=source))
     elif mode == "rigify":

@@ -85,8 +85,14 @@ def test_zip_is_an_extension(addon_zip: Path) -> None:
         manifest = zf.read("blender_manifest.toml").decode()
     assert {"blender_manifest.toml", "__init__.py", "runner.py", "operators.py"} <= names
     assert 'id = "mocap_blender"' in manifest and 'blender_version_min = "4.2.0"' in manifest
-    sources = "".join(zipfile.ZipFile(addon_zip).read(n).decode() for n in names if n.endswith(".py"))
-    assert "import torch" not in sources and "from mocap" not in sources and "import mocap" not in sources
+    sources = "".join(
+        zipfile.ZipFile(addon_zip).read(n).decode() for n in names if n.endswith(".py")
+    )
+    assert (
+        "import torch" not in sources
+        and "from mocap" not in sources
+        and "import mocap" not in sources
+    )
     bad = _mocap("blender-addon", "-o", str(addon_zip.with_suffix(".tar")))
     assert bad.returncode == 1 and bad.stderr.strip().startswith("mocap: error:")
 
@@ -108,9 +114,12 @@ def test_runner_parses_progress_and_errors(tmp_path: Path) -> None:
     assert code == 1
     assert max(seen + [job.progress.fraction]) == pytest.approx(0.8)  # 4/4 frames = 80 % of a run
     assert runner.error_line(job.output) == "no person found in clip.mp4"
-    assert runner.error_line("Traceback (most recent call last):\n  x\nValueError: bad") == "ValueError: bad"
+    assert (
+        runner.error_line("Traceback (most recent call last):\n  x\nValueError: bad")
+        == "ValueError: bad"
+    )
     cmd = runner.run_command("mocap", "v.mp4", "out", "lite", 1.0, 3.0, 2.0, "off")
-    assert cmd[:3] == ["mocap", "run", "v.mp4"] and ["--start", "1"] == cmd[-4:-2]
+    assert cmd[:3] == ["mocap", "run", "v.mp4"] and cmd[-4:-2] == ["--start", "1"]
     assert "--foot-lock" in cmd and cmd[cmd.index("--foot-lock") + 1] == "off"
 
 
@@ -139,13 +148,19 @@ def test_run_gives_an_action_per_person_and_the_camera(ran) -> None:
 def test_import_motion_npz_reproduces_the_joints(ran, addon_zip, tmp_path: Path) -> None:
     motion = _result_dir(ran[0]) / "motion.npz"
     result, bones = _blender("npz", addon_zip, motion, tmp_path)
-    assert result["operator"] == ["FINISHED"] and set(result["armatures"]) == set(ran[0]["armatures"])
+    assert result["operator"] == ["FINISHED"] and set(result["armatures"]) == set(
+        ran[0]["armatures"]
+    )
     ref = tmp_path / "ref"
     done = _mocap("export", str(motion), "-o", str(ref), "--formats", "npz")  # numpy FK, no Blender
     assert done.returncode == 0, done.stderr
     for name, arm in result["armatures"].items():
         with np.load(ref / f"{name}.npz") as z:
-            names, joints, start = list(z["joint_names"]), z["joint_positions"], int(z["frame_start"])
+            names, joints, start = (
+                list(z["joint_names"]),
+                z["joint_positions"],
+                int(z["frame_start"]),
+            )
         order = [arm["bones"].index(n) for n in names]
         got = bones[name][:, order]  # frames action[0].. = video frames (scene starts at 0)
         want = joints[arm["frames"][0] - start : arm["frames"][1] - start + 1] @ YUP_TO_ZUP.T
@@ -166,7 +181,9 @@ def test_retarget_onto_a_rigify_rig_matches_mocap_retarget(ran, addon_zip, tmp_p
     assert rig["action"] == f"{VIDEO.stem}_{people[0]}"
     assert {f"{VIDEO.stem}_{p}" for p in people} <= set(result["scene"]["actions"])
     ref = tmp_path / "ref.blend"
-    done = _mocap("retarget", str(motion), "--rig", str(tmp_path / "rigify" / "rig.blend"), "-o", str(ref))
+    done = _mocap(
+        "retarget", str(motion), "--rig", str(tmp_path / "rigify" / "rig.blend"), "-o", str(ref)
+    )
     assert done.returncode == 0, done.stderr
     ref_file = ref if len(people) == 1 else ref.with_name(f"ref_{people[0]}.blend")
     dump = read_with_blender(ref_file, mesh_samples=1)
@@ -201,4 +218,5 @@ def test_child_errors_are_one_readable_line(addon_zip, tmp_path: Path) -> None:
     assert result["operator"] == ["CANCELLED"] and result["armatures"] == {}
     error = result["error"]
     assert error and "\n" not in error and "Traceback" not in error and "notes.mp4" in error
+    assert result["report"].strip() == f"Error: mocap: {error}"  # what Blender shows: that one line
     assert result["scene"]["objects"] == []

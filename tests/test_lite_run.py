@@ -136,3 +136,18 @@ def test_a_person_without_landmarks_is_skipped_not_the_clip(shared_data, tmp_pat
     assert len(result.track_lengths) == 1
     lines = [r.getMessage() for r in caplog.records if "found no body" in r.getMessage()]
     assert len(lines) == 1 and lines[0].startswith("person #2")
+
+
+def test_auto_picks_the_embedded_model_when_no_hmr_weights_are_on_disk(tmp_path, monkeypatch):
+    from mocap.pipeline.config import RunSettings
+    from mocap.pipeline.run_cmd import resolve_model
+
+    monkeypatch.setenv("MOCAP_HOME", str(tmp_path))
+    assert resolve_model(RunSettings(model="auto")) == ("lite", None)
+    fake = tmp_path / "checkpoints" / "featup-deformable.safetensors"
+    fake.parent.mkdir(parents=True)
+    fake.write_bytes(b"x")
+    assert resolve_model(RunSettings(model="auto"))[0] == "featup-deformable"
+    proc = _mocap("weights", "list")
+    lite = [line for line in proc.stdout.splitlines() if line.startswith("lite ")]
+    assert lite and " present " in lite[0] and lite[0].endswith("pose_landmark_full.tflite")

@@ -129,7 +129,9 @@ def test_bad_clip_reported_and_manifest(on_ray: tuple[Path, Ran, int]) -> None:
     assert manifest["counts"] == {"done": 3, "skipped": 0, "failed": 1}
     clips = {c["name"]: c for c in manifest["clips"]}
     assert "not a readable video" in clips["corrupt"]["error"]
-    assert clips["walking_crowd_1080p"]["frames"] == 6 and clips["posetrack_5frames_mpeg4"]["people"]
+    assert (
+        clips["walking_crowd_1080p"]["frames"] == 6 and clips["posetrack_5frames_mpeg4"]["people"]
+    )
     assert manifest["model"].startswith("featup-deformable (tiny)")
     table = ran.stdout[ran.stdout.index("clip "):].splitlines()  # fmt: skip
     assert {line.split()[0]: line.split()[1] for line in table[1:5]} == {

@@ -80,7 +80,14 @@ def _load_retargeted(path: Path) -> tuple[bpy.types.Action, dict[str, str], list
     with bpy.data.libraries.load(str(path), link=False) as (source, target):
         target.objects = list(source.objects)
     objects = [o for o in target.objects if o is not None]
-    arm = next((o for o in objects if o.type == "ARMATURE" and o.animation_data and o.animation_data.action), None)
+    arm = next(
+        (
+            o
+            for o in objects
+            if o.type == "ARMATURE" and o.animation_data and o.animation_data.action
+        ),
+        None,
+    )
     if arm is None:
         _drop(objects)
         raise RuntimeError(f"{path.name} holds no armature animation")
@@ -98,7 +105,9 @@ def _drop(objects: list[bpy.types.Object]) -> None:
     bpy.data.batch_remove([d for d in data if d.users == 0])
 
 
-def _adopt(armature: bpy.types.Object, parents: dict[str, str], muted: list[tuple[str, str]]) -> None:
+def _adopt(
+    armature: bpy.types.Object, parents: dict[str, str], muted: list[tuple[str, str]]
+) -> None:
     """Make the chosen armature what ``mocap retarget`` keyed: same parents, same constraints
     muted, quaternion rotations (a no-op for plain rigs such as Mixamo's)."""
     bones = armature.data.bones

@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,7 +109,9 @@ def _mocap(context: bpy.types.Context) -> str:
     found = find_mocap(configured)
     if found is None:
         where = f"at {configured}" if configured else "on PATH"
-        raise MocapUserError(f"the mocap command was not found {where}; set it in the add-on preferences")
+        raise MocapUserError(
+            f"the mocap command was not found {where}; set it in the add-on preferences"
+        )
     return found
 
 
@@ -133,7 +136,9 @@ def start(context: bpy.types.Context, motion: str = "") -> Controller:
     else:
         video = Path(bpy.path.abspath(settings.video)).resolve() if settings.video else None
         if video is None or not video.exists():
-            raise MocapUserError("choose a video file first" if video is None else f"{video} does not exist")
+            raise MocapUserError(
+                "choose a video file first" if video is None else f"{video} does not exist"
+            )
         clip = (video.name if video.is_dir() else video.stem).lstrip(".").strip() or "clip"
     owned = _workdir(context)
     result_dir = owned / "export" if motion else owned / clip
@@ -149,9 +154,13 @@ def start(context: bpy.types.Context, motion: str = "") -> Controller:
         importer.save_armature_copy(bpy.data.objects[armature], rig)
         retarget_out = owned / "retarget" / f"{bpy.path.clean_name(armature)}.blend"
         retarget_out.parent.mkdir()
-        commands.append(retarget_command(mocap, str(motion_path), str(rig), str(retarget_out), foot))
+        commands.append(
+            retarget_command(mocap, str(motion_path), str(rig), str(retarget_out), foot)
+        )
     weights = [1.0] if len(commands) == 1 else ([0.5, 0.5] if motion else [0.85, 0.15])
-    controller = Controller(MocapJob(commands, weights), result_dir, clip, armature, owned, retarget_out)
+    controller = Controller(
+        MocapJob(commands, weights), result_dir, clip, armature, owned, retarget_out
+    )
     state = context.window_manager.mocap_state
     state.running, state.cancel_requested, state.progress = True, False, 0.0
     state.last_error = state.last_result = ""
@@ -171,12 +180,13 @@ class _Launch:
 
     _timer = None
     motion = ""
+    report: Callable[[set[str], str], None]  # bpy.types.Operator's
 
     def launch(self, context: bpy.types.Context) -> set[str]:
         try:
             controller = start(context, self.motion)
         except MocapUserError as exc:
-            self.report({"ERROR"}, str(exc))  # type: ignore[attr-defined]
+            self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         if context.window is None or bpy.app.background:
             while (status := controller.step(context)) == "RUNNING":
@@ -205,12 +215,12 @@ class _Launch:
     def finish(self, context: bpy.types.Context, status: str) -> set[str]:
         state = context.window_manager.mocap_state
         if status == "FAILED":
-            self.report({"ERROR"}, f"mocap: {state.last_error}")  # type: ignore[attr-defined]
+            self.report({"ERROR"}, f"mocap: {state.last_error}")
             return {"CANCELLED"}
         if status == "CANCELLED":
-            self.report({"WARNING"}, "mocap: cancelled; the scene is unchanged")  # type: ignore[attr-defined]
+            self.report({"WARNING"}, "mocap: cancelled; the scene is unchanged")
             return {"CANCELLED"}
-        self.report({"INFO"}, f"mocap: imported {state.last_result}")  # type: ignore[attr-defined]
+        self.report({"INFO"}, f"mocap: imported {state.last_result}")
         return {"FINISHED"}
 
 

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="valid-type"
 """Settings of the panel (saved with the scene), the running job's state (window manager, never
 saved) and the add-on preferences (the path to ``mocap``, the output folder)."""
 
@@ -22,41 +23,83 @@ MODELS = (
 
 
 class MocapSettings(bpy.types.PropertyGroup):
-    video: StringProperty(name="Video", subtype="FILE_PATH", description="the video to convert")  # type: ignore[valid-type]
-    model: EnumProperty(name="Model", items=MODELS, default="auto")  # type: ignore[valid-type]
-    start: FloatProperty(name="Start", min=0.0, default=0.0, unit="TIME_ABSOLUTE", description="start time in seconds")  # type: ignore[valid-type]
-    end: FloatProperty(name="End", min=0.0, default=0.0, unit="TIME_ABSOLUTE", description="end time in seconds (0: the end of the clip)")  # type: ignore[valid-type]
-    smooth_strength: FloatProperty(name="Smoothing", min=0.0, max=10.0, soft_max=3.0, default=1.0, description="0 = none, 1 = default, 2 = strong")  # type: ignore[valid-type]
-    foot_lock: EnumProperty(  # type: ignore[valid-type]
+    video: StringProperty(name="Video", subtype="FILE_PATH", description="the video to convert")
+    model: EnumProperty(name="Model", items=MODELS, default="auto")
+    start: FloatProperty(
+        name="Start",
+        min=0.0,
+        default=0.0,
+        unit="TIME_ABSOLUTE",
+        description="start time in seconds",
+    )
+    end: FloatProperty(
+        name="End",
+        min=0.0,
+        default=0.0,
+        unit="TIME_ABSOLUTE",
+        description="end time in seconds (0: the end of the clip)",
+    )
+    smooth_strength: FloatProperty(
+        name="Smoothing",
+        min=0.0,
+        max=10.0,
+        soft_max=3.0,
+        default=1.0,
+        description="0 = none, 1 = default, 2 = strong",
+    )
+    foot_lock: EnumProperty(
         name="Foot locking",
-        items=(("auto", "Auto", "planted feet held still on the floor"), ("off", "Off", "feet as estimated")),
+        items=(
+            ("auto", "Auto", "planted feet held still on the floor"),
+            ("off", "Off", "feet as estimated"),
+        ),
         default="auto",
     )
-    target: EnumProperty(  # type: ignore[valid-type]
+    target: EnumProperty(
         name="Target",
         items=(
-            ("NEW", "New SMPL armature", "one SMPL armature per person (with the mesh when SMPL is installed)"),
-            ("SELECTED", "Selected armature", "retarget onto the active armature (bone-map presets, else matched names)"),
+            (
+                "NEW",
+                "New SMPL armature",
+                "one SMPL armature per person (with the mesh when SMPL is installed)",
+            ),
+            (
+                "SELECTED",
+                "Selected armature",
+                "retarget onto the active armature (bone-map presets, else matched names)",
+            ),
         ),
         default="NEW",
     )
-    camera: BoolProperty(name="Camera from footage", default=True, description="add the video's camera, the footage as its background")  # type: ignore[valid-type]
+    camera: BoolProperty(
+        name="Camera from footage",
+        default=True,
+        description="add the video's camera, the footage as its background",
+    )
 
 
 class MocapState(bpy.types.PropertyGroup):
-    running: BoolProperty(default=False)  # type: ignore[valid-type]
-    cancel_requested: BoolProperty(default=False)  # type: ignore[valid-type]
-    progress: FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR")  # type: ignore[valid-type]
-    label: StringProperty(default="")  # type: ignore[valid-type]
-    last_error: StringProperty(default="")  # type: ignore[valid-type]
-    last_result: StringProperty(default="")  # type: ignore[valid-type]
+    running: BoolProperty(default=False)
+    cancel_requested: BoolProperty(default=False)
+    progress: FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR")
+    label: StringProperty(default="")
+    last_error: StringProperty(default="")
+    last_result: StringProperty(default="")
 
 
 class MocapPreferences(bpy.types.AddonPreferences):
-    bl_idname = __package__  # type: ignore[assignment]
+    bl_idname = __package__
 
-    mocap_path: StringProperty(name="mocap executable", subtype="FILE_PATH", description="path to the mocap command (empty: found on PATH)")  # type: ignore[valid-type]
-    output_dir: StringProperty(name="Output folder", subtype="DIR_PATH", description="where runs are written (empty: a temporary folder)")  # type: ignore[valid-type]
+    mocap_path: StringProperty(
+        name="mocap executable",
+        subtype="FILE_PATH",
+        description="path to the mocap command (empty: found on PATH)",
+    )
+    output_dir: StringProperty(
+        name="Output folder",
+        subtype="DIR_PATH",
+        description="where runs are written (empty: a temporary folder)",
+    )
 
     def draw(self, context: bpy.types.Context) -> None:
         self.layout.prop(self, "mocap_path")

@@ -83,13 +83,17 @@ class MocapJob:
         self._index += 1
         cmd = self.commands[self._index]
         env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="80")
-        flags = {"start_new_session": True} if os.name == "posix" else {}
         if os.name == "posix":
             import pty
 
             master, slave = pty.openpty()
             self._proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env, **flags
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=slave,
+                stderr=slave,
+                env=env,
+                start_new_session=True,
             )
             os.close(slave)
             os.set_blocking(master, False)
@@ -112,7 +116,11 @@ class MocapJob:
                     chunk += part
             except (BlockingIOError, OSError):  # nothing more now / the child closed the pty
                 pass
-        elif self._proc is not None and self._proc.stdout is not None and self._proc.poll() is not None:
+        elif (
+            self._proc is not None
+            and self._proc.stdout is not None
+            and self._proc.poll() is not None
+        ):
             chunk = self._proc.stdout.read()  # no pty: read when the command has finished
         if chunk:
             text = chunk.decode("utf-8", "replace")

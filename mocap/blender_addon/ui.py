@@ -23,7 +23,9 @@ def draw_panel(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
         col.label(text=f"Armature: {name}", icon="ARMATURE_DATA")
     layout.separator()
     if state.running:
-        layout.progress(factor=state.progress, type="BAR", text=f"{state.label} {state.progress:.0%}")
+        layout.progress(
+            factor=state.progress, type="BAR", text=f"{state.label} {state.progress:.0%}"
+        )
         layout.operator("mocap.cancel", icon="CANCEL")
     else:
         layout.operator("mocap.run", icon="PLAY")

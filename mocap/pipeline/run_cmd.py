@@ -141,8 +141,8 @@ def build_engines(settings: RunSettings) -> "Engines":
             "variant": variant,
             "label": label,
             "checkpoint": str(path) if path is not None else None,
-            "device": device,
-            "precision": precision,
+            "device": device if path is not None else "cpu (TFLite XNNPACK)",
+            "precision": precision if path is not None else "fp32 (TFLite)",
         },
         body_label=f"SMPL ({find_smpl(settings.smpl)})"
         if body is not None
