@@ -11,6 +11,7 @@ lite``, default formats), timed by the run itself (run.json ``timings_s``).
 """
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -146,6 +147,12 @@ def main() -> None:
             "|---|---|---|---|---|---|---|---|",
             *cost,
         ]
+    load = os.getloadavg()[1]
+    text += [
+        "",
+        f"Load average {load:.1f} on {os.cpu_count()} cores while measuring (a shared machine): "
+        "absolute times are pessimistic; the shares compare stages of the same runs.",
+    ]
     write_section("camera", "\n".join(text))
     print("\n".join(text))
 

@@ -68,7 +68,9 @@ def widen_shape_key_sliders() -> None:
             block.slider_min, block.slider_max = low, high
 
 
-def dump_cameras(scene: Any, dump: dict[str, np.ndarray], meta: dict[str, Any], to_seconds: Any) -> None:
+def dump_cameras(
+    scene: Any, dump: dict[str, np.ndarray], meta: dict[str, Any], to_seconds: Any
+) -> None:
     """Per camera ``c{i}_frames``, ``c{i}_times`` and ``c{i}_matrices`` (K,4,4) world matrices."""
     meta["cameras"] = []
     cams = sorted((o for o in scene.objects if o.type == "CAMERA"), key=lambda o: o.name)

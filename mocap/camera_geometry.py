@@ -102,6 +102,7 @@ def relative_pose(p_key: np.ndarray, p_cur: np.ndarray, K: np.ndarray) -> PairPo
     rotation = rotation_from_homography(H, K)
     focal = float(K[0, 0])
     inliers = mask.ravel() > 0  # the homography's (8 degrees of freedom fit noise a rotation can't)
+    err = focal * np.linalg.norm(np.cross(b_cur, b_key @ rotation.T), axis=1)
     for _ in range(3):  # refine on the bearings of the inliers, then re-select the rotation's own
         if inliers.sum() < MIN_POINTS:
             break

@@ -29,7 +29,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "retarget": ("mocap.retarget_cmd", "put a motion.npz on your own rigged character"),
     "report": ("mocap.report_cmd", "quality report (HTML) of a clip, or summary page of a batch"),
     "weights": ("mocap.weights", "list, download and locate model weights and the SMPL file"),
-    "blender-addon": ("mocap.addon_cmd", "build the Blender extension zip (panel: video -> animation)"),
+    "blender-addon": (
+        "mocap.addon_cmd",
+        "build the Blender extension zip (panel: video -> animation)",
+    ),
     "init-checkpoint": ("mocap.model.init_cmd", "write a randomly initialised model checkpoint"),
     "figures": ("mocap.model.figures", "feature-PCA and deformable-attention figures for a crop"),
     "train": ("mocap.train.cli", "train FeatUp upsamplers or the HMR decoder"),

@@ -41,8 +41,8 @@ from mocap.body.skeleton import (
     BodySource,
     Skeleton,
     builtin_skeleton,
-    track_scale,
     smpl_skeleton,
+    track_scale,
 )
 from mocap.camera import CameraPath
 from mocap.errors import MocapError

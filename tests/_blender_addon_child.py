@@ -7,7 +7,7 @@ points its preferences at MOCAP and runs one scenario, writing ``OUT_DIR/result.
 ``OUT_DIR/bones.npz`` (per armature: bone heads in world space at every frame of its action):
 
 - ``run``: the panel's Run on the video INPUT (``--model lite``), new SMPL armatures;
-- ``npz``: Import motion.npz INPUT onto new SMPL armatures;
+- ``npz``: Import motion.npz INPUT onto new SMPL armatures (``bvh``: a BVH file INPUT);
 - ``rigify``: a Rigify rig generated here (saved as ``OUT_DIR/rig.blend``), selected, and
   Import motion.npz INPUT retargeted onto it;
 - ``error``: Run on INPUT, a file that is no video: the one-line report;
@@ -31,7 +31,8 @@ def install(zip_path: str, mocap: str):
     import importlib
 
     addon = importlib.import_module("bl_ext.user_default.mocap_blender")
-    bpy.context.preferences.addons[addon.__name__].preferences.mocap_path = mocap
+    prefs = bpy.context.preferences.addons[addon.__name__].preferences
+    prefs.mocap_path, prefs.output_dir = mocap, str(Path(sys.argv[-1]) / "runs")  # OUT_DIR/runs
     return addon
 
 
@@ -108,7 +109,7 @@ def main(argv: list[str]) -> int:
             result["operator"] = sorted(bpy.ops.mocap.run())
         except RuntimeError as exc:
             result["operator"], result["report"] = ["CANCELLED"], str(exc)
-    elif mode == "npz":
+    elif mode in ("npz", "bvh"):
         result["operator"] = sorted(bpy.ops.mocap.import_motion(filepath=source))
     elif mode == "rigify":
         rig = rigify_rig()

@@ -170,6 +170,20 @@ def test_import_motion_npz_reproduces_the_joints(ran, addon_zip, tmp_path: Path)
 
 @needs_bpy
 @needs_clip
+def test_import_bvh_of_an_earlier_run(ran, addon_zip, tmp_path: Path) -> None:
+    motion = _result_dir(ran[0]) / "motion.npz"
+    done = _mocap("export", str(motion), "-o", str(tmp_path / "anim"), "--formats", "bvh")
+    assert done.returncode == 0, done.stderr
+    bvh = sorted((tmp_path / "anim").glob("person_*.bvh"))[0]
+    result, bones = _blender("bvh", addon_zip, bvh, tmp_path)
+    assert result["operator"] == ["FINISHED"]
+    ((name, arm),) = result["armatures"].items()
+    assert arm["action"] == f"anim_{bvh.stem}" and arm["frames"][1] - arm["frames"][0] == 4
+    assert result["scene"]["fps"] == pytest.approx(30.0) and np.isfinite(bones[name]).all()
+
+
+@needs_bpy
+@needs_clip
 def test_retarget_onto_a_rigify_rig_matches_mocap_retarget(ran, addon_zip, tmp_path: Path) -> None:
     from exporters.blender import read_with_blender
 

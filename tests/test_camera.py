@@ -166,3 +166,20 @@ def test_exported_camera_lines_up_with_the_footage(
         root = skeleton_for(track, None).rest_joints[0] + track.transl
         want = K[:2, 2] + sp.FOCAL * root[:, :2] / root[:, 2:]
         assert np.abs(seen - want).max() < 2.0, np.abs(seen - want).max()
+
+
+def test_frames_without_background_hold_the_camera(shared_data: Path):
+    """Five blank frames (a cut to black) in a pan: the camera is held through them, said in the
+    notes, and tracking resumes from the held pose (no snap back to the first view)."""
+    n = 40
+    rotations = sp.pan_tilt(n, pan_deg=8.0, tilt_deg=0.0)
+    photo, person = sp.load_scene(shared_data)
+    frames = list(sp.render(photo, person, rotations, np.zeros((n, 0, 4))))
+    for k in range(20, 25):
+        frames[k] = np.full_like(frames[k], 90)
+    path = estimate_camera(enumerate(frames), {}, sp.FOCAL, sp.SIZE)
+    err = rotation_errors(sp.relative(rotations), path)
+    # the blank frames and the first one after them (nothing to track from yet)
+    assert any("lost in 6 frame(s)" in n for n in path.notes), path.notes
+    turned_while_blank = angle_deg(sp.relative(rotations)[25] @ sp.relative(rotations)[19].T)
+    assert err[:20].max() < 0.1 and err[25:].max() < turned_while_blank + 0.1

@@ -34,15 +34,20 @@ def _load_scene(path: Path) -> bpy.types.Scene:
     return scene
 
 
-def import_scene(path: Path, clip: str, armatures: bool, context: bpy.types.Context) -> Imported:
-    """Append the run's combined scene: its camera always, its SMPL armatures (and meshes) when
-    ``armatures``; actions renamed ``<clip>_<person>``; fps / frames / render size copied."""
+def import_scene(
+    path: Path, clip: str, armatures: bool, camera: bool, context: bpy.types.Context
+) -> Imported:
+    """Append the run's combined scene: its camera (the scene camera) when ``camera``, its SMPL
+    armatures (and meshes) when ``armatures``; actions renamed ``<clip>_<person>``; fps, frame
+    range and render size copied."""
     here = context.scene
     loaded = _load_scene(path)
     done = Imported()
     objects = list(loaded.objects)
     done.people = sorted(o.name for o in objects if o.type == "ARMATURE")
-    keep = [o for o in objects if armatures or o.type == "CAMERA"]
+    keep = [
+        o for o in objects if (armatures and o.type != "CAMERA") or (camera and o.type == "CAMERA")
+    ]
     collection = bpy.data.collections.new(f"mocap {clip}")
     here.collection.children.link(collection)
     for obj in keep:

@@ -41,6 +41,7 @@ class Controller:
     armature: str  # "" = new SMPL armatures
     owned: Path
     retarget_out: Path | None = None
+    camera: bool = True  # add the video's camera with the footage
 
     def step(self, context: bpy.types.Context) -> str:
         """RUNNING, FINISHED, CANCELLED or FAILED (state and reports updated)."""
@@ -74,11 +75,11 @@ class Controller:
         if not blend.is_file():
             raise RuntimeError(f"mocap wrote no {blend.name} in {self.result_dir}")
         if not self.armature:
-            return importer.import_scene(blend, self.clip, True, context)
+            return importer.import_scene(blend, self.clip, True, self.camera, context)
         target = bpy.data.objects.get(self.armature)
         if target is None or target.type != "ARMATURE":
             raise RuntimeError(f"the armature {self.armature!r} is gone")
-        done = importer.import_scene(blend, self.clip, False, context)
+        done = importer.import_scene(blend, self.clip, False, self.camera, context)
         assert self.retarget_out is not None
         files = importer.retarget_files(self.retarget_out, done.people)
         if not files:
@@ -159,8 +160,10 @@ def start(context: bpy.types.Context, motion: str = "") -> Controller:
         )
     weights = [1.0] if len(commands) == 1 else ([0.5, 0.5] if motion else [0.85, 0.15])
     controller = Controller(
-        MocapJob(commands, weights), result_dir, clip, armature, owned, retarget_out
-    )
+        MocapJob(commands, weights), result_dir, clip, armature, owned, retarget_out,
+        settings.camera,
+    )  # fmt: skip
+
     state = context.window_manager.mocap_state
     state.running, state.cancel_requested, state.progress = True, False, 0.0
     state.last_error = state.last_result = ""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import bpy
 
 
@@ -21,6 +23,7 @@ def draw_panel(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
         obj = context.active_object
         name = obj.name if obj is not None and obj.type == "ARMATURE" else "none selected"
         col.label(text=f"Armature: {name}", icon="ARMATURE_DATA")
+    col.prop(settings, "camera")
     layout.separator()
     if state.running:
         layout.progress(
@@ -33,7 +36,8 @@ def draw_panel(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
     if state.last_error:
         box = layout.box()
         box.label(text="mocap: error", icon="ERROR")
-        box.label(text=state.last_error)
+        for line in textwrap.wrap(state.last_error, 48):  # labels do not wrap by themselves
+            box.label(text=line)
     elif state.last_result:
         layout.label(text=f"Imported: {state.last_result}", icon="CHECKMARK")
 

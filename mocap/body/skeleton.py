@@ -182,7 +182,9 @@ def track_joints(track: Track, body: RestJointSource | None = None) -> np.ndarra
     """
     rotations = np.concatenate([track.global_orient[:, None], track.body_pose], axis=1)
     if body is None:
-        rest = np.broadcast_to(builtin_skeleton(track_scale(track)).rest_joints, (len(track), 24, 3))
+        rest = np.broadcast_to(
+            builtin_skeleton(track_scale(track)).rest_joints, (len(track), 24, 3)
+        )
     else:
         base = np.asarray(body.rest_joints(np.zeros(10)), dtype=np.float64)
         basis = np.stack(

@@ -10,11 +10,13 @@ exit status 1 if any clip failed.
 Several batches may share one OUT: each clip is locked while it is converted, so it is converted
 once and the other batches skip it; OUT/manifest.json is merged (each clip's latest outcome) and
 rewritten after every clip, so a killed batch still leaves the record of the clips it finished.
-Staging left by killed runs is removed.
+Staging left by killed runs is removed. With --ray the clips run on Ray workers (the model loaded
+once per worker), with the same outcome (docs/ray.md).
 
 examples:
   mocap batch clips/ -o out
   mocap batch 'shoot/**/*.mp4' extra.mov -o out --formats bvh,fbx --combined
+  mocap batch /shared/clips -o /shared/out --ray HEAD:6379
 """
 
 import argparse

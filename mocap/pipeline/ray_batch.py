@@ -177,24 +177,31 @@ def _plan(ray: Any, args: argparse.Namespace, clips: int) -> tuple[int, float]:
 
 
 def _clear_dead(out: Path, clip: str, where: tuple[int, str] | None) -> None:
-    """Remove what a dead worker left of ``clip``: its staging, or undo its half-done publish."""
+    """Remove what a dead worker left of ``clip``: its staging and lock file, or undo its
+    half-done publish (under the clip's lock, unless a live process holds it and cleans up)."""
     from mocap.paths import pid_alive
-    from mocap.pipeline.staging import clean_stale
+    from mocap.pipeline.staging import ClipBusy, clean_stale, clip_lock
 
     if where is None:  # it died before it could start a clip
         return
     pid, host = where
-    if host == socket.gethostname():
-        deadline = time.monotonic() + 10
-        while pid_alive(pid) and time.monotonic() < deadline:  # ray.kill returns before it dies
-            time.sleep(0.05)
-        for line in clean_stale(out, clip):
-            log.info("%s", line)
-        return
+    here = host == socket.gethostname()
+    deadline = time.monotonic() + 10
+    while here and pid_alive(pid) and time.monotonic() < deadline:  # ray.kill is asynchronous
+        time.sleep(0.05)
     staging, old = out / f".{clip}.partial-{pid}", out / f".{clip}.old-{pid}"
-    shutil.rmtree(staging, ignore_errors=True)
-    if old.is_dir():
-        if not os.path.lexists(out / clip):
+    try:
+        lock = clip_lock(out, clip)
+    except ClipBusy:  # a live process converts the clip (and cleans up after dead ones)
+        shutil.rmtree(staging, ignore_errors=True)  # that pid is gone: nobody writes there
+        return
+    with lock:  # released: the dead worker's lock file is removed
+        if here:
+            for line in clean_stale(out, clip):
+                log.info("%s", line)
+            return
+        shutil.rmtree(staging, ignore_errors=True)  # another host: its pids mean nothing here
+        if old.is_dir() and not os.path.lexists(out / clip):
             with contextlib.suppress(OSError):
                 os.rename(old, out / clip)
         shutil.rmtree(old, ignore_errors=True)
@@ -233,6 +240,22 @@ def run_on_ray(args: argparse.Namespace, batch: "Batch", pairs: list[tuple[Path,
             ray.shutdown()
 
 
+def _why(exc: Exception) -> str:
+    """The last line of a Ray error (the cause), shortened; a worker that could not even start
+    (mocap missing on a node...) stops the batch instead of failing every clip in turn."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    why = f"{type(exc).__name__}: {lines[-1] if lines else 'killed, or out of memory'}"[:300]
+    if getattr(exc, "actor_init_failed", False) or "raised in its creation task" in str(exc):
+        raise MocapError(f"Ray workers could not start ({why}); is mocap installed on every node?")
+    return why
+
+
+def _failed(clip: Path, name: str, error: str) -> WorkerReport:
+    from mocap.pipeline.batch_cmd import ClipOutcome, ClipStatus
+
+    return WorkerReport(ClipOutcome(ClipStatus(str(clip), name, "failed", error=error)))
+
+
 def _no_engines() -> Any:
     raise RuntimeError("a finished clip needs no model")
 
@@ -243,7 +266,7 @@ def _schedule(
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from mocap.pipeline.batch_cmd import ClipOutcome, ClipStatus
+    from mocap.pipeline.batch_cmd import ClipStatus
 
     workers, gpus = _plan(ray, args, len(todo))
     log.info("converting %d clips on %d Ray workers (%g GPUs each)", len(todo), workers, gpus)
@@ -282,27 +305,23 @@ def _schedule(
                     _clear_dead(batch.out, name, _where(ray, worker))
                     idle.append(start())
                     tries[name] += 1
-                    why = type(exc).__name__
                     if tries[name] <= args.retries:
-                        log.warning(
-                            "%s: its worker died (%s); retrying on another worker", name, why
-                        )
+                        log.warning("%s: its worker died (%s); retrying on another worker",
+                                    name, _why(exc))  # fmt: skip
                         queue.appendleft((clip, name))
                         continue
-                    error = (f"its worker died {tries[name]} times ({why}: killed, or out of "
-                             "memory); see Ray's worker logs")  # fmt: skip
-                    report = WorkerReport(
-                        ClipOutcome(ClipStatus(str(clip), name, "failed", error=error))
-                    )
+                    error = f"its worker died {tries[name]} times ({_why(exc)}); see Ray's logs"
+                    report = _failed(clip, name, error)
+                except ray.exceptions.RayError as exc:  # the clip's task itself broke
+                    idle.append(worker)
+                    report = _failed(clip, name, f"internal error on its worker ({_why(exc)})")
                 else:
                     idle.append(worker)
                 for levelno, line in report.logs:
                     log.log(levelno, "%s", line)
                 row = report.outcome.row
-                row.source, row.output = (
-                    str(clip),
-                    str(batch.out / name),
-                )  # as the driver named them
+                row.source = str(clip)  # as the driver named them, not as the worker saw them
+                row.output = str(batch.out / name)
                 batch.model = report.model or batch.model
                 batch.record(report.outcome)
                 if report.outcome.load_failed:
