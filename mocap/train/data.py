@@ -202,7 +202,18 @@ def make_sample(
             raise MocapError(
                 f"cannot read image {ann.image_paths[i]}; check the file or the image root"
             )
-        bgr = aug.warp_crop(src, matrix, float(ann.box_size[i]) * params.scale)
+        if params.scale == 1.0 and params.rot_deg == 0.0 and params.shift == (0.0, 0.0):
+            # no geometric augmentation: exactly the inference crop (4D-Humans' procedure)
+            from mocap.model.crop import CROP_WIDTH, PATCH_LEFT, _warp, box_to_crop
+
+            side = float(ann.box_size[i]) * 3 / 4  # the SPIN square box, before widening
+            cx, cy = (float(v) for v in ann.center[i])
+            box = np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2])
+            center, size = box_to_crop(box)  # the inference crop's own (float32) arithmetic
+            patch = _warp(src, center, size)
+            bgr = patch[:, PATCH_LEFT : PATCH_LEFT + CROP_WIDTH].astype(np.float32)
+        else:
+            bgr = aug.warp_crop(src, matrix, float(ann.box_size[i]) * params.scale)
         image = aug.normalize_image(aug.apply_color(bgr[:, :, ::-1], params.color))
     sample = Sample(image, kp.astype(np.float32), j3d.astype(np.float32), pose.astype(np.float32),
                     ann.betas[i].copy(), float(ann.has_smpl[i]), float(ann.has_3d[i]), index)  # fmt: skip
