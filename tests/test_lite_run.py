@@ -151,3 +151,55 @@ def test_auto_picks_the_embedded_model_when_no_hmr_weights_are_on_disk(tmp_path,
     proc = _mocap("weights", "list")
     lite = [line for line in proc.stdout.splitlines() if line.startswith("lite ")]
     assert lite and " present " in lite[0] and lite[0].endswith("pose_landmark_full.tflite")
+
+
+class _Counted:
+    """The real detector and embedded model, recording on which frame each detection ran; the
+    model loses every person it follows on frame ``lose_at`` (as when someone leaves their crop)."""
+
+    def __init__(self, detector, estimator, lose_at: int) -> None:
+        self.detector, self.estimator, self.lose_at = detector, estimator, lose_at
+        self.frames = 0  # frames the model has seen (one estimate call per frame)
+        self.detected_on: list[int] = []
+        self.detect_interval = estimator.detect_interval
+
+    def detect(self, images):
+        self.detected_on.extend(range(self.frames, self.frames + len(images)))
+        return self.detector.detect(images)
+
+    def prepare(self, image, box, track_id):
+        return self.estimator.prepare(image, box, track_id)
+
+    def estimate(self, items, image_size, focal):
+        est = self.estimator.estimate(items, image_size, focal)
+        if self.frames == self.lose_at:
+            est.valid[:] = False
+        self.frames += 1
+        return est
+
+    def finish_track(self, *args):
+        return self.estimator.finish_track(*args)
+
+    def close(self):
+        self.estimator.close()
+
+
+def test_detector_runs_every_nth_frame_and_again_when_a_person_is_lost(shared_data, tmp_path):
+    from mocap.lite.blazepose import LiteEstimator
+    from mocap.pipeline.config import RunSettings
+    from mocap.pipeline.detect import build_detector
+    from mocap.pipeline.run import Engines, process_video
+
+    estimator = LiteEstimator()
+    every = estimator.detect_interval
+    counted = _Counted(build_detector(), estimator, lose_at=every + 2)
+    engines = Engines(counted, counted, None, "lite", {}, "built-in skeleton")
+    settings = RunSettings(end=1.0, formats=["npz"], min_track_length=1, report=False)
+    result = process_video(
+        shared_data / "videos" / "walking_crowd_1080p.mp4", tmp_path, settings, engines=engines
+    )
+    assert counted.frames == result.frames == 30
+    lost = every + 3  # detected again on the frame after the loss, then every n-th from there
+    expected = [0, every, *range(lost, result.frames, every)]
+    assert counted.detected_on == expected
+    assert len(result.track_lengths) == 3

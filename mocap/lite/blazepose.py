@@ -105,14 +105,16 @@ class LiteEstimator:
 
     Its landmark trackers follow each person inside the enlarged crop, so the person detector
     only needs to run on every ``detect_interval``-th frame (in between, the tracker's predicted
-    boxes place the crops); the detector is most of the cost of a run on a CPU.
+    boxes place the crops; a person it loses is detected again on the next frame). The detector
+    costs ~10x BlazePose per frame on a CPU; every 6th frame moves the landmarks by 0.6-0.9% of
+    the body's height against every frame (docs/benchmarks.md).
 
     Arguments:
         complexity: BlazePose model, 1 = "full" (bundled; 0 lite and 2 heavy are downloads).
         min_confidence: detection / tracking confidence of the landmark trackers.
     """
 
-    detect_interval = 3
+    detect_interval = 6
 
     def __init__(self, complexity: int = 1, min_confidence: float = 0.5) -> None:
         os.environ.setdefault("GLOG_minloglevel", "2")  # quiet MediaPipe's C++ logging

@@ -84,8 +84,9 @@ _HELP: dict[str, str] = {
     "clip is always kept)",
     "max_gap": "bridge occlusions up to this many frames, interpolating the motion",
     "detect_every": "run the person detector on every N-th frame only (between detections the "
-    "tracker predicts the boxes); 0 = the model's choice: every frame for the HMR models, every "
-    "3rd for lite, whose landmark trackers follow each person in between",
+    "tracker predicts the boxes, and a person the model loses is detected again on the next "
+    "frame); 0 = the model's choice: every frame for the HMR models, every 6th for lite, whose "
+    "landmark trackers follow each person in between",
     "model": "body model: 'lite' is the embedded BlazePose GHUM 3D + IK (bundled, fast on a CPU); "
     "'hmr2' HMR2.0 (downloaded on first use); 'featup-deformable' / 'vitpose-deformable' the "
     "paper's models (trained weights). 'auto': the paper's model if its weights are on disk, "

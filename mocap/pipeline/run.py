@@ -198,6 +198,7 @@ def process_video(
     engines: "Engines | Callable[[], Engines] | None" = None,
     progress: bool = False,
     name: str | None = None,
+    on_frames: Callable[[int], None] | None = None,
 ) -> RunResult:
     """Run the whole pipeline on one clip and write ``output/<clip name>/``.
 
@@ -210,6 +211,8 @@ def process_video(
             loader for all clips, so the model loads once, and not at all for unreadable clips.
         progress: show a tqdm bar over frames (hidden when stderr is not a terminal).
         name: output folder name (default: :func:`clip_name`).
+        on_frames: called with the number of frames just decoded, after each batch of frames
+            (`mocap batch`'s progress bar, also from Ray workers).
     Raises:
         MocapError: bad input (missing / unreadable / empty video, nobody detected, unwritable
             output, missing weights, clip already finished without ``overwrite``).
@@ -232,7 +235,7 @@ def process_video(
                 )
             if is_done(final) and not settings.overwrite:
                 raise ClipFinished(f"{final} is already finished; pass --overwrite to redo it")
-        return _convert(video, output, clip, settings, engines, progress)
+        return _convert(video, output, clip, settings, engines, progress, on_frames)
 
 
 def _convert(
@@ -242,6 +245,7 @@ def _convert(
     settings: RunSettings,
     engines: "Engines | Callable[[], Engines] | None",
     progress: bool,
+    on_frames: Callable[[int], None] | None = None,
 ) -> RunResult:
     """:func:`process_video` once the clip is locked: decode, estimate, write, publish."""
     from mocap.pipeline.video import open_video
@@ -261,7 +265,7 @@ def _convert(
     final, staging = output / clip, None
     try:
         with timer("pass"):
-            result = _estimate_motion(stream, settings, engines, timer, progress)
+            result = _estimate_motion(stream, settings, engines, timer, progress, on_frames)
         staging = make_staging(output, clip)
         with _held_output(log), decoded_again():
             try:
@@ -297,7 +301,12 @@ def _convert(
 
 
 def _estimate_motion(
-    stream: Any, settings: RunSettings, engines: Engines, timer: StageTimer, progress: bool
+    stream: Any,
+    settings: RunSettings,
+    engines: Engines,
+    timer: StageTimer,
+    progress: bool,
+    on_frames: Callable[[int], None] | None = None,
 ) -> PassResult:
     """The streaming pass: frames in, finished (bridged, filtered, smoothed) tracks out."""
     import torch
@@ -329,8 +338,12 @@ def _estimate_motion(
     # the detector runs every n-th frame where the model follows people between detections itself
     every = settings.detect_every or estimator.detect_interval
     failed: dict[int, int] = defaultdict(int)  # track id -> items the model found no body in
+    following: dict[int, bool] = {}  # track id -> whether the model found its body last time
+    lost_body = False  # a followed person was lost: detect again on the next frame
+    since = every  # frames since the last detection
 
     def infer(items: list[tuple[int, int, np.ndarray, float, Any]]) -> None:
+        nonlocal lost_body
         with timer("model"), torch.inference_mode():
             est = estimator.estimate([c for *_, c in items], image_size, focal[0])
         params = est.params
@@ -340,6 +353,8 @@ def _estimate_motion(
                 by_track[tid].append(k)
             else:  # a crop without a body (or with non-finite outputs) is a missed detection
                 failed[tid] += 1
+                lost_body |= following.get(tid, False)
+            following[tid] = bool(est.valid[k])
         for tid, ks in by_track.items():  # one block per track and batch (copies, not views)
             r, idx = rows[tid], np.asarray(ks)
             r["frames"].append(np.array([items[k][1] for k in ks], dtype=np.int64))
@@ -349,6 +364,30 @@ def _estimate_motion(
                 r[field_name].append(getattr(params, field_name)[idx])
             for name, value in est.extras.items():
                 r[f"x_{name}"].append(np.asarray(value)[idx])
+
+    def detect(batch: list[Any]) -> Iterator[Any]:
+        """Per frame of ``batch``: its detections, or None where the tracker predicts the boxes.
+
+        Every frame is detected (in one batch) for a model that needs it. Otherwise a frame is
+        detected every ``every`` frames, and early on the frame after the model lost a person it
+        was following (it moved out of its predicted crop); the model runs on each frame's crops
+        before the next frame is scheduled, so that it can say so.
+        """
+        nonlocal since, lost_body
+        if every == 1:
+            with timer("detect"):
+                found = engines.detector.detect([frame.image for frame in batch])
+            yield from found
+            return
+        for frame in batch:
+            if since >= every or lost_body:
+                with timer("detect"):
+                    found = engines.detector.detect([frame.image])
+                since, lost_body = 0, False
+                yield found[0]
+            else:
+                yield None
+            since += 1
 
     bar = tqdm(
         desc=video.name,
@@ -360,21 +399,11 @@ def _estimate_motion(
     prefetch = Prefetcher(iter(stream), maxsize=2 * settings.batch_size, timer=timer)
     try:
         for batch in batched(prefetch, settings.batch_size):
-            first = len(times)  # frames decoded before this batch
-            chosen = [k for k in range(len(batch)) if (first + k) % every == 0]
-            with timer("detect"):
-                found = dict(
-                    zip(
-                        chosen,
-                        engines.detector.detect([batch[k].image for k in chosen]),
-                        strict=True,
-                    )
-                )
-            for k, frame in enumerate(batch):
+            for frame, found in zip(batch, detect(batch), strict=True):
                 times.append(float(frame.time))
                 with timer("track"):
-                    if k in found:
-                        tracked = tracker.update(found[k].boxes, found[k].scores, frame.index)
+                    if found is not None:
+                        tracked = tracker.update(found.boxes, found.scores, frame.index)
                     else:  # a frame the detector skips: the tracks' predicted boxes
                         tracked = tracker.coast(frame.index)
                 with timer("crop"):
@@ -382,10 +411,13 @@ def _estimate_motion(
                         item = estimator.prepare(frame.image, np.asarray(t.box), t.track_id)
                         pending.append((t.track_id, frame.index, np.asarray(t.box), t.score, item))
                 detections += len(tracked)
-                while len(pending) >= settings.batch_size:  # crops held: < batch + one frame's
+                # crops held: < batch + one frame's; none across frames when detection waits on them
+                while len(pending) >= (settings.batch_size if every == 1 else 1):
                     infer(pending[: settings.batch_size])
                     del pending[: settings.batch_size]
             bar.update(len(batch))
+            if on_frames is not None:
+                on_frames(len(batch))
         if pending:
             infer(pending)
     finally:
