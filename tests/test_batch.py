@@ -1,9 +1,12 @@
-"""`mocap batch`: the three real videos plus a corrupt file; resume, overwrite, summary, manifest."""
+"""`mocap batch`: the three real videos plus a corrupt file; resume, overwrite, summary, manifest,
+per-clip logs, the progress bar's counts, and Ray flags without --ray."""
 
 import contextlib
 import io
 import json
 import os
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +14,7 @@ import pytest
 
 from mocap.cli import main
 from mocap.motion import Motion
+from mocap.pipeline.batch_progress import BatchProgress
 
 VIDEOS = ("walking_crowd_1080p", "street_5frames_540p", "posetrack_5frames_mpeg4")
 pytestmark = pytest.mark.usefixtures("models_loaded_once")  # conftest
@@ -46,18 +50,47 @@ class Ran:
     code: int
     stdout: str
     stderr: str
+    progress: list[tuple[float, str, str, int | None]]  # (time, event, clip, frames) as received
+
+
+@contextlib.contextmanager
+def watching_progress() -> Iterator[list[tuple[float, str, str, int | None]]]:
+    """Record every frame count and finished clip the batch's progress bar receives."""
+    events: list[tuple[float, str, str, int | None]] = []
+    add_frames, finish = BatchProgress.add_frames, BatchProgress.finish
+
+    def on_frames(bar: BatchProgress, name: str, count: int) -> None:
+        events.append((time.time(), "frames", name, count))
+        add_frames(bar, name, count)
+
+    def on_finish(bar: BatchProgress, name: str, frames: int | None) -> None:
+        events.append((time.time(), "finished", name, frames))
+        finish(bar, name, frames)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(BatchProgress, "add_frames", on_frames)
+        mp.setattr(BatchProgress, "finish", on_finish)
+        yield events
+
+
+def batch(argv: list[str]) -> Ran:
+    """``mocap batch`` (stdout / stderr captured; not a TTY: no progress bar drawn)."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with (
+        watching_progress() as events,
+        contextlib.redirect_stdout(stdout),
+        contextlib.redirect_stderr(stderr),
+    ):
+        code = main(["batch", *argv])
+    return Ran(code, stdout.getvalue(), stderr.getvalue(), events)
 
 
 @pytest.fixture(scope="module")
 def first_batch(
     inputs: Path, flags: list[str], tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, Ran]:
-    """``mocap batch`` over the folder (stdout / stderr captured; not a TTY: no progress bars)."""
     out = tmp_path_factory.mktemp("batch")
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = main(["batch", str(inputs), "-o", str(out), *flags])
-    return out, Ran(code, stdout.getvalue(), stderr.getvalue())
+    return out, batch([str(inputs), "-o", str(out), *flags])
 
 
 def test_batch_finishes_good_clips_and_reports_the_corrupt_one(
@@ -98,18 +131,86 @@ def test_manifest(first_batch: tuple[Path, Ran], inputs: Path) -> None:
     assert manifest["settings"]["end"] == 0.2 and manifest["model"]
 
 
+def test_progress_counts_frames_as_they_are_decoded(first_batch: tuple[Path, Ran]) -> None:
+    out, done = first_batch
+    clips = {c["name"]: c for c in json.loads((out / "manifest.json").read_text())["clips"]}
+    finished = [e for e in done.progress if e[1] == "finished"]
+    assert sorted(e[2] for e in finished) == sorted([*VIDEOS, "corrupt"])
+    for name in VIDEOS:
+        end = next(i for i, e in enumerate(done.progress) if e[1:3] == ("finished", name))
+        seen = [e[3] or 0 for e in done.progress[:end] if e[1:3] == ("frames", name)]
+        assert seen and sum(seen) == clips[name]["frames"] == done.progress[end][3], name
+    assert "\r" not in done.stderr  # no terminal: no bar drawn into the log
+
+
+def test_each_converted_clip_keeps_its_log(first_batch: tuple[Path, Ran]) -> None:
+    out, _ = first_batch
+    for name in (*VIDEOS, "corrupt"):
+        lines = (out / "logs" / f"{name}.log").read_text().splitlines()
+        assert f"info: {name}: converting " in lines[0], lines
+        stamp = time.strptime(lines[0][:19], "%Y-%m-%d %H:%M:%S")
+        assert abs(time.mktime(stamp) - time.time()) < 3600
+        if name == "corrupt":
+            assert "error: corrupt: failed: " in lines[-1] and "not a readable video" in lines[-1]
+        else:
+            assert any("focal length not given" in line for line in lines), lines
+            assert f"info: {name}: done: " in lines[-1] and " frames, " in lines[-1], lines
+    assert sorted(p.name for p in (out / "logs").iterdir()) == sorted(
+        f"{n}.log" for n in (*VIDEOS, "corrupt")
+    )  # and no temporary file
+
+
+def test_ray_flags_without_ray_are_one_error_line(inputs: Path, tmp_path: Path) -> None:
+    for flags in (["--workers", "2"], ["--gpus-per-worker", "1", "--retries", "0"]):
+        ran = batch([str(inputs), "-o", str(tmp_path / "out"), *flags])
+        assert ran.code == 1 and ran.stdout == "" and not (tmp_path / "out").exists()
+        assert ran.stderr.count("\n") == 1 and ran.stderr.startswith(f"mocap: error: {flags[0]}")
+        assert "only apply with --ray" in ran.stderr, ran.stderr
+    help_text = io.StringIO()
+    with contextlib.redirect_stdout(help_text), pytest.raises(SystemExit):
+        main(["batch", "--help"])
+    assert "--workers, --gpus-per-worker and --retries need --ray" in help_text.getvalue()
+
+
+def test_no_clip_is_named_logs(tmp_path: Path) -> None:
+    from mocap.pipeline.batch_cmd import output_names
+
+    assert output_names([tmp_path / "logs.mp4", tmp_path / "a.mp4"]) == ["logs-2", "a"]
+
+
+def test_the_bar_shows_clips_and_frames_on_a_terminal() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    with BatchProgress(2, show=True, stream=screen) as bar:
+        bar.add_frames("a", 4)
+        bar.restart("a")  # its worker died: counted again by the retry
+        bar.add_frames("a", 6)
+        bar.finish("a", 6)
+        bar.add_frames("b", 3)
+        assert bar.frames == 9
+        bar.finish("b", 5)
+    assert bar.frames == 11
+    last = screen.getvalue().split("\r")[-1]
+    assert "2/2 clips, 11 frames" in last, last
+
+
 def test_second_batch_skips_finished_clips(
     first_batch: tuple[Path, Ran], inputs: Path, flags: list[str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     out, _ = first_batch
     stamps = {n: (out / n / "motion.npz").stat().st_mtime_ns for n in VIDEOS}
+    logs = {n: (out / "logs" / f"{n}.log").read_text() for n in VIDEOS}
     assert main(["batch", str(inputs), "-o", str(out), *flags]) == 1  # corrupt still fails
     captured = capsys.readouterr()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"] == {"done": 0, "skipped": 3, "failed": 1}
     assert manifest["model"] == ""  # the corrupt clip fails before the model is needed
     assert {n: (out / n / "motion.npz").stat().st_mtime_ns for n in VIDEOS} == stamps
+    assert {n: (out / "logs" / f"{n}.log").read_text() for n in VIDEOS} == logs  # kept
     assert captured.out.count("skipped") == 3
 
 

@@ -1,6 +1,7 @@
 """`mocap batch --ray` on a local Ray with 2 CPUs, on the real clips and a corrupt one: the same
 motion.npz bytes as the sequential batch although a worker is SIGKILLed mid-clip, the corrupt clip
-reported as today, nothing half-written left, and a re-run that skips every finished clip."""
+reported as today, nothing half-written left, a re-run that skips every finished clip, frames
+reaching the driver's bar while the clips run, and every clip's log (the retry's too) kept."""
 
 import contextlib
 import io
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from mocap.cli import main
+from mocap.pipeline.batch_progress import BatchProgress
 
 ray = pytest.importorskip("ray", reason="ray comes with the dev extra: pip install -e '.[dev]'")
 
@@ -30,13 +32,32 @@ class Ran:
     code: int
     stdout: str
     stderr: str
+    progress: list[tuple[float, str, str, int | None]]  # (time, event, clip, frames) as received
 
 
 def _batch(argv: list[str]) -> Ran:
+    """``mocap batch`` in this process (the Ray driver), recording what its bar receives."""
     stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+    events: list[tuple[float, str, str, int | None]] = []
+    add_frames, finish = BatchProgress.add_frames, BatchProgress.finish
+
+    def on_frames(bar: BatchProgress, name: str, count: int) -> None:
+        events.append((time.time(), "frames", name, count))
+        add_frames(bar, name, count)
+
+    def on_finish(bar: BatchProgress, name: str, frames: int | None) -> None:
+        events.append((time.time(), "finished", name, frames))
+        finish(bar, name, frames)
+
+    with (
+        pytest.MonkeyPatch.context() as mp,
+        contextlib.redirect_stdout(stdout),
+        contextlib.redirect_stderr(stderr),
+    ):
+        mp.setattr(BatchProgress, "add_frames", on_frames)
+        mp.setattr(BatchProgress, "finish", on_finish)
         code = main(["batch", *argv])
-    return Ran(code, stdout.getvalue(), stderr.getvalue())
+    return Ran(code, stdout.getvalue(), stderr.getvalue(), events)
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +81,9 @@ def inputs(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
 def flags(tmp_path_factory: pytest.TempPathFactory, yolo_weights: Path) -> list[str]:
     ckpt = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
     assert main(["init-checkpoint", "featup-deformable", "--size", "tiny", "-o", str(ckpt)]) == 0
+    # --batch-size 2: a clip's frames reach the driver in steps (6, 1 and 5 frames in all)
     return ["--checkpoint", str(ckpt), "--detector", str(yolo_weights), "--formats", "npz,bvh",
-            "--end", "0.2", "--batch-size", "8", "--device", "cpu"]  # fmt: skip
+            "--end", "0.2", "--batch-size", "2", "--device", "cpu"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -114,8 +136,8 @@ def test_same_bytes_as_sequential_although_a_worker_was_killed(
         assert (out / name / ".done").is_file(), name
         ours, theirs = (out / name / "motion.npz").read_bytes(), (sequential / name / "motion.npz")
         assert ours == theirs.read_bytes(), name
-    # one finished copy per clip, no staging, old result, lock or temporary file left
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(VIDEOS)
+    # one finished copy per clip (and the logs), no staging, old result, lock or temporary file
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted([*VIDEOS, "logs"])
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
     with pytest.raises(ProcessLookupError):
         os.kill(killed, 0)
@@ -140,16 +162,47 @@ def test_bad_clip_reported_and_manifest(on_ray: tuple[Path, Ran, int]) -> None:
     }
 
 
+def test_frames_reach_the_driver_while_the_clips_run(on_ray: tuple[Path, Ran, int]) -> None:
+    out, ran, _ = on_ray
+    clips = {c["name"]: c for c in json.loads((out / "manifest.json").read_text())["clips"]}
+    for name in VIDEOS:
+        end = next(i for i, e in enumerate(ran.progress) if e[1:3] == ("finished", name))
+        seen = [e for e in ran.progress[:end] if e[1:3] == ("frames", name)]
+        assert sum(e[3] or 0 for e in seen) > 0, name
+        assert ran.progress[end][3] == clips[name]["frames"], name  # the final count
+        if clips[name]["frames"] > 2:  # more than one batch: the first came while it ran
+            finished = (out / name / ".done").stat().st_mtime
+            assert seen[0][0] < finished, (name, finished - seen[0][0])
+    finished = [e[2] for e in ran.progress if e[1] == "finished"]
+    assert sorted(finished) == sorted([*VIDEOS, "corrupt"])  # each once, the retried one too
+    assert "\r" not in ran.stderr  # not a terminal: no bar drawn
+
+
+def test_every_clip_keeps_its_log_and_the_retry_says_so(on_ray: tuple[Path, Ran, int]) -> None:
+    out, _, _ = on_ray
+    for name in (*VIDEOS, "corrupt"):
+        lines = (out / "logs" / f"{name}.log").read_text().splitlines()
+        assert f"info: {name}: converting " in lines[0], lines
+        last = f"error: {name}: failed: " if name == "corrupt" else f"info: {name}: done: "
+        assert last in lines[-1], lines
+    killed = (out / "logs" / f"{KILLED}.log").read_text()
+    assert killed.count(f"{KILLED}: converting ") == 2  # the dead attempt's lines, then the retry's
+    retry = next(line for line in killed.splitlines() if "its worker died" in line)
+    assert "warning: " in retry and "retrying on another worker (attempt 2 of 3)" in retry
+
+
 def test_rerun_skips_every_finished_clip(
     on_ray: tuple[Path, Ran, int], inputs: Path, flags: list[str]
 ) -> None:
     out, _, _ = on_ray
     stamps = {n: (out / n / "motion.npz").stat().st_mtime_ns for n in VIDEOS}
+    stamps |= {f"logs/{n}": (out / "logs" / f"{n}.log").stat().st_mtime_ns for n in VIDEOS}
     again = _batch([str(inputs), "-o", str(out), *flags, "--ray", "--workers", "2"])
     assert again.code == 1  # the corrupt clip still fails
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"] == {"done": 0, "skipped": 3, "failed": 1}
-    assert {n: (out / n / "motion.npz").stat().st_mtime_ns for n in VIDEOS} == stamps
+    logs = {f"logs/{n}": (out / "logs" / f"{n}.log").stat().st_mtime_ns for n in VIDEOS}
+    assert {n: (out / n / "motion.npz").stat().st_mtime_ns for n in VIDEOS} | logs == stamps
 
 
 def test_without_ray_one_line_says_how_to_install(

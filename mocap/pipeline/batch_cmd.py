@@ -10,8 +10,9 @@ exit status 1 if any clip failed.
 Several batches may share one OUT: each clip is locked while it is converted, so it is converted
 once and the other batches skip it; OUT/manifest.json is merged (each clip's latest outcome) and
 rewritten after every clip, so a killed batch still leaves the record of the clips it finished.
-Staging left by killed runs is removed. With --ray the clips run on Ray workers (the model loaded
-once per worker), with the same outcome (docs/ray.md).
+Staging left by killed runs is removed. Each converted clip's log lines are kept in
+OUT/logs/<clip>.log; one bar shows the clips finished and the frames decoded. With --ray the clips
+run on Ray workers (the model loaded once per worker), with the same outcome (docs/ray.md).
 
 examples:
   mocap batch clips/ -o out
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mocap.errors import MocapError
+from mocap.pipeline.clip_log import LOGS, LogLine, capture_log, note, write_clip_log
 from mocap.pipeline.config import add_settings_arguments
 from mocap.pipeline.staging import clip_name
 
@@ -128,9 +130,10 @@ def collect_clips(inputs: list[str]) -> tuple[list[Path], list[ClipStatus], list
 
 
 def output_names(clips: list[Path]) -> list[str]:
-    """A distinct output folder name per clip: its stem, prefixed by its folder when stems collide."""
+    """A distinct output folder name per clip: its stem, prefixed by its folder when stems collide
+    (never ``logs``: OUT/logs/ holds the clips' logs)."""
     names = [clip_name(c) for c in clips]
-    taken: set[str] = set()
+    taken: set[str] = {LOGS}
     out = []
     for clip, name in zip(clips, names, strict=True):
         if names.count(name) > 1:
@@ -212,11 +215,13 @@ def write_manifest(
 @dataclass
 class ClipOutcome:
     """What :func:`convert_clip` gives back: the clip's row, whether another batch owns the clip
-    (its manifest row is kept), and whether the model failed to load (the batch stops)."""
+    (its manifest row is kept), whether the model failed to load (the batch stops), and the lines
+    logged while it was converted (for OUT/logs/<clip>.log)."""
 
     row: ClipStatus
     busy: bool = False
     load_failed: bool = False
+    log: list[LogLine] = field(default_factory=list)
 
 
 def convert_clip(
@@ -226,23 +231,44 @@ def convert_clip(
     settings: "RunSettings",
     engines: "Callable[[], Engines]",
     started: float,
-    progress: bool = False,
+    on_frames: Callable[[int], None] | None = None,
+    on_line: Callable[[LogLine], None] | None = None,
 ) -> ClipOutcome:
     """One clip of a batch, the same for the sequential batch and every Ray worker: skipped when
     finished (``.done``, unless --overwrite), else converted by process_video (locked, staged,
     published by rename); every failure becomes the row's error. ``engines`` loads the model on the
     first clip that needs it; ``started``: the batch's start (a clip finished since then was
-    converted by a concurrent batch)."""
-    from mocap.pipeline.run import is_done, process_video
-    from mocap.pipeline.staging import DONE, ClipBusy, ClipFinished
+    converted by a concurrent batch); ``on_frames(n)``: n more frames decoded; ``on_line``: each
+    log line as it is logged (both for progress while the clip runs)."""
+    from mocap.pipeline.run import is_done
+    from mocap.pipeline.staging import DONE
 
     row = ClipStatus(source=str(clip), name=name, status="skipped", output=str(out / name))
     if is_done(out / name) and not settings.overwrite:
         return ClipOutcome(row, busy=(out / name / DONE).stat().st_mtime >= started)
     outcome = ClipOutcome(row)
+    with capture_log(on_line) as outcome.log:
+        log.info("%s: converting %s", name, clip)
+        _convert(clip, out, settings, engines, on_frames, outcome)
+    return outcome
+
+
+def _convert(
+    clip: Path,
+    out: Path,
+    settings: "RunSettings",
+    engines: "Callable[[], Engines]",
+    on_frames: Callable[[int], None] | None,
+    outcome: ClipOutcome,
+) -> None:
+    """:func:`convert_clip` past the skip: process_video, its result or failure in the row."""
+    from mocap.pipeline.run import process_video
+    from mocap.pipeline.staging import ClipBusy, ClipFinished
+
+    row = outcome.row
     t0 = time.perf_counter()
     try:
-        result = process_video(clip, out, settings, engines, progress=progress, name=name)
+        result = process_video(clip, out, settings, engines, name=row.name, on_frames=on_frames)
     except _LoadFailed as exc:  # the other clips cannot run either
         row.status, row.error, outcome.load_failed = "failed", str(exc), True
     except ClipBusy:
@@ -263,7 +289,6 @@ def convert_clip(
         if result.failures:  # outputs written except these; retried by the next batch
             row.status, row.error = "failed", "; ".join(result.failures)
     row.seconds = time.perf_counter() - t0
-    return outcome
 
 
 def engine_loader(settings: "RunSettings") -> "tuple[Callable[[], Engines], list[Engines]]":
@@ -297,11 +322,18 @@ class Batch:
     busy: set[str] = field(default_factory=set)
     model: str = ""
 
-    def record(self, outcome: ClipOutcome) -> None:
-        """Put a finished clip's row in place of its placeholder; say a failure in one line."""
+    def record(self, outcome: ClipOutcome, lines: list[LogLine] | None = None) -> None:
+        """Put a finished clip's row in place of its placeholder; say a failure in one line; write
+        the log of a clip that was converted (``lines``: all its attempts') with the outcome."""
         from tqdm import tqdm
 
         row = outcome.row
+        if row.status in ("done", "failed") and not outcome.busy:
+            outcome_line = note(logging.INFO, f"{row.name}: done: {row.frames} frames, "
+                                f"{row.people} people, {row.seconds or 0:.1f} s")  # fmt: skip
+            if row.status == "failed":
+                outcome_line = note(logging.ERROR, f"{row.name}: failed: {row.error}")
+            write_clip_log(self.out, row.name, [*(lines or outcome.log), outcome_line])
         waiting = [
             i for i, r in enumerate(self.rows) if (r.name, r.status) == (row.name, "interrupted")
         ]
@@ -321,28 +353,35 @@ class Batch:
 
 def _run_sequential(batch: Batch, pairs: list[tuple[Path, str]]) -> None:
     """Every clip in this process, one after another, with one loaded model."""
-    from tqdm import tqdm
+    from functools import partial
+
+    from mocap.pipeline.batch_progress import BatchProgress
 
     engines, loaded = engine_loader(batch.settings)
-    for clip, name in tqdm(pairs, desc="clips", unit="clip", disable=not batch.show):
-        batch.rows.append(ClipStatus(str(clip), name, "interrupted", str(batch.out / name)))
-        outcome = convert_clip(
-            clip, name, batch.out, batch.settings, engines, batch.started, progress=batch.show
-        )
-        batch.model = loaded[0].model_label if loaded else batch.model
-        batch.record(outcome)
-        if outcome.load_failed:
-            raise MocapError(outcome.row.error)  # stop: the other clips cannot run either
-        batch.save()
+    with BatchProgress(len(pairs), batch.show) as progress:
+        for clip, name in pairs:
+            batch.rows.append(ClipStatus(str(clip), name, "interrupted", str(batch.out / name)))
+            frames = partial(progress.add_frames, name)
+            outcome = convert_clip(
+                clip, name, batch.out, batch.settings, engines, batch.started, on_frames=frames
+            )
+            batch.model = loaded[0].model_label if loaded else batch.model
+            batch.record(outcome)
+            if outcome.load_failed:
+                raise MocapError(outcome.row.error)  # stop: the other clips cannot run either
+            batch.save()
+            progress.finish(name, outcome.row.frames)
 
 
 def run(args: argparse.Namespace) -> int:
     from mocap.pipeline.config import resolve_settings
+    from mocap.pipeline.ray_batch import check_ray_flags
     from mocap.pipeline.report_batch import write_batch_report
     from mocap.pipeline.run import check_output_root
     from mocap.pipeline.run_cmd import setup_logging
     from mocap.pipeline.staging import clean_stale
 
+    check_ray_flags(args)  # --workers without --ray: one error line, before anything runs
     setup_logging(args)
     settings = resolve_settings(args)
     out = Path(args.output).expanduser()
@@ -354,8 +393,8 @@ def run(args: argparse.Namespace) -> int:
         raise MocapError(
             f"no videos found in {' '.join(args.inputs)}; give video files, folders or globs"
         )
-    for note in notes:
-        log.warning("%s; skipped", note)
+    for remark in notes:
+        log.warning("%s; skipped", remark)
     for bad in rows:
         print(f"mocap: {bad.name}: failed: {bad.error}", file=sys.stderr)
     batch = Batch(out, settings, time.time(), not args.quiet and sys.stderr.isatty(), rows)

@@ -4,7 +4,11 @@ Each worker is a Ray actor that runs :func:`mocap.pipeline.batch_cmd.convert_cli
 the sequential batch runs, so a clip goes through one code path either way: the per-clip lock,
 staging in ``OUT/.<clip>.partial-<pid>/``, publish by rename, ``.done`` last. This module only
 schedules: the driver (the ``mocap batch`` process) hands each clip to an idle worker, merges the
-rows into the manifest as they come back, replays each clip's log lines, and shows one bar.
+rows into the manifest as they come back, replays each clip's log lines and writes them to
+``OUT/logs/<clip>.log``, and shows one bar. While a clip runs, its worker tells a small Ray actor
+(:class:`~mocap.pipeline.ray_worker.ProgressFeed`) the frames it decoded and the lines it logged; the driver drains it a few
+times a second. That needs nothing but Ray (no shared files to poll), and keeps the lines of an
+attempt whose worker died for the clip's log.
 
 Faults: a worker that dies mid-clip (SIGKILL, out of memory, its node gone) is replaced by a new
 actor; its staging is removed (a half-done publish is undone) and the clip is retried, up to
@@ -26,10 +30,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mocap.errors import MocapError
+from mocap.pipeline.ray_worker import ClipWorker, ProgressFeed, WorkerReport
 
 if TYPE_CHECKING:
-    from mocap.pipeline.batch_cmd import Batch, ClipOutcome
-    from mocap.pipeline.config import RunSettings
+    from mocap.pipeline.batch_cmd import Batch
+    from mocap.pipeline.clip_log import LogLine
 
 log = logging.getLogger("mocap")
 INSTALL = "--ray needs Ray, which is not installed: pip install 'mocap[cluster]'"
@@ -45,7 +50,10 @@ def _address(text: str) -> str:
 
 
 def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("Ray cluster (docs/ray.md)")
+    group = parser.add_argument_group(
+        "Ray cluster (docs/ray.md)",
+        "--workers, --gpus-per-worker and --retries need --ray (without it they are an error)",
+    )
     group.add_argument(
         "--ray",
         nargs="?",
@@ -72,59 +80,24 @@ def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--retries",
         type=int,
-        default=2,
         metavar="N",
         help="times a clip is retried on another worker when its worker dies (default: 2)",
     )
 
 
-@dataclass
-class WorkerReport:
-    """One clip's result from a worker: the outcome, the model label, and the clip's log lines."""
-
-    outcome: "ClipOutcome"
-    model: str = ""
-    logs: list[tuple[int, str]] = field(default_factory=list)
-
-
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[tuple[int, str]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append((record.levelno, record.getMessage()))
+def check_ray_flags(args: argparse.Namespace) -> None:
+    """MocapError when a Ray flag is given without --ray (it would do nothing)."""
+    given = [f"--{k.replace('_', '-')}" for k in RAY_FLAGS if getattr(args, k, None) is not None]
+    if given and getattr(args, "ray", None) is None:
+        raise MocapError(
+            f"{' and '.join(given)} only apply with --ray (add --ray to convert on Ray workers; "
+            "without it the clips are converted one after another in this process)"
+        )
 
 
-class ClipWorker:
-    """A Ray actor's body: loads the engines on its first clip and keeps them for the next ones."""
-
-    def __init__(self, settings: "RunSettings", level: int, cwd: str) -> None:
-        from mocap.pipeline.batch_cmd import engine_loader
-
-        if os.path.isdir(cwd):  # relative inputs / OUT resolve as on the driver (shared storage)
-            os.chdir(cwd)
-        self.collect = _Collect()
-        stream = logging.StreamHandler()  # also in Ray's worker log files (docs/ray.md)
-        stream.setFormatter(logging.Formatter("mocap: %(levelname)s: %(message)s"))
-        log.handlers[:] = [self.collect, stream]
-        log.setLevel(level)
-        log.propagate = False
-        self.settings = settings
-        self.engines, self.loaded = engine_loader(settings)
-
-    def where(self) -> tuple[int, str]:
-        """This worker's process id and host: its staging is ``OUT/.<clip>.partial-<pid>``."""
-        return os.getpid(), socket.gethostname()
-
-    def convert(self, clip: str, name: str, out: str, started: float) -> WorkerReport:
-        from mocap.pipeline.batch_cmd import convert_clip
-
-        self.collect.lines = []
-        log.info("%s: converting %s", name, clip)
-        outcome = convert_clip(Path(clip), name, Path(out), self.settings, self.engines, started)
-        model = self.loaded[0].model_label if self.loaded else ""
-        return WorkerReport(outcome, model, self.collect.lines)
+RAY_FLAGS = ("workers", "gpus_per_worker", "retries")
+RETRIES = 2  # --retries' default
+POLL = 0.1  # seconds between two looks at the workers' progress
 
 
 @dataclass
@@ -165,7 +138,7 @@ def _plan(ray: Any, args: argparse.Namespace, clips: int) -> tuple[int, float]:
     have = ray.cluster_resources()
     gpus = have.get("GPU", 0.0)
     per = args.gpus_per_worker if args.gpus_per_worker is not None else (1.0 if gpus else 0.0)
-    if per < 0 or (args.workers is not None and args.workers < 1) or args.retries < 0:
+    if per < 0 or (args.workers is not None and args.workers < 1) or _retries(args) < 0:
         raise MocapError("--workers must be 1 or more, --gpus-per-worker and --retries 0 or more")
     if per > 0 and gpus < per:
         raise MocapError(
@@ -205,6 +178,10 @@ def _clear_dead(out: Path, clip: str, where: tuple[int, str] | None) -> None:
             with contextlib.suppress(OSError):
                 os.rename(old, out / clip)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _retries(args: argparse.Namespace) -> int:
+    return RETRIES if args.retries is None else int(args.retries)
 
 
 def _where(ray: Any, worker: _Worker) -> tuple[int, str] | None:
@@ -260,79 +237,155 @@ def _no_engines() -> Any:
     raise RuntimeError("a finished clip needs no model")
 
 
+@dataclass
+class _Clip:
+    """A clip the driver hands out: its attempt (0 first), the lines of its earlier attempts with
+    the notes on them, and the lines its attempt in flight sent so far."""
+
+    clip: Path
+    name: str
+    attempt: int = 0
+    earlier: list["LogLine"] = field(default_factory=list)
+    live: list["LogLine"] = field(default_factory=list)
+
+
+class _Driver:
+    """The driver's loop: clips to idle workers, progress drained from the feed, results in."""
+
+    def __init__(self, ray: Any, args: argparse.Namespace, batch: "Batch", todo: list[_Clip]):
+        from mocap.pipeline.batch_progress import BatchProgress
+
+        workers, gpus = _plan(ray, args, len(todo))
+        log.info("converting %d clips on %d Ray workers (%g GPUs each)", len(todo), workers, gpus)
+        self.ray, self.batch, self.retries = ray, batch, _retries(args)
+        self.feed: Any = ray.remote(num_cpus=0)(ProgressFeed).remote()
+        self.said: Any = self.feed.drain.remote()  # the drain in flight
+        self.remote = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=0)(ClipWorker)
+        self.idle = [self.start() for _ in range(workers)]
+        self.queue, self.running = deque(todo), dict[Any, tuple[_Worker, _Clip]]()
+        self.progress = BatchProgress(len(todo), batch.show)
+        exceptions = ray.exceptions
+        self.died = (exceptions.RayActorError, exceptions.WorkerCrashedError,
+                     exceptions.OutOfMemoryError, exceptions.NodeDiedError)  # fmt: skip
+
+    def start(self) -> _Worker:
+        level, cwd = log.getEffectiveLevel(), os.getcwd()
+        actor = self.remote.remote(self.batch.settings, level, cwd, self.feed)
+        return _Worker(actor, actor.where.remote())
+
+    def run(self) -> None:
+        from mocap.pipeline.batch_cmd import ClipStatus
+
+        batch = self.batch
+        with self.progress:
+            while self.queue or self.running:
+                while self.queue and self.idle:
+                    worker, clip = self.idle.pop(), self.queue.popleft()
+                    if clip.attempt == 0:  # the row says "interrupted" until it comes back
+                        batch.rows.append(
+                            ClipStatus(str(clip.clip), clip.name, "interrupted",
+                                       str(batch.out / clip.name))
+                        )  # fmt: skip
+                    ref = worker.actor.convert.remote(
+                        str(clip.clip), clip.name, str(batch.out), batch.started, clip.attempt
+                    )
+                    self.running[ref] = (worker, clip)
+                ready, _ = self.ray.wait(list(self.running), num_returns=1, timeout=POLL)
+                self.drain()
+                for ref in ready:
+                    self.finish(ref, *self.running.pop(ref))
+
+    def drain(self, wait: float = 0.0, also: _Clip | None = None) -> None:
+        """Frames and lines the workers sent, for their attempts in flight (and ``also``'s); a
+        look that finds the drain in flight unfinished leaves it for the next look."""
+        if self.feed is None:
+            return
+        ready, _ = self.ray.wait([self.said], num_returns=1, timeout=wait)
+        if not ready:
+            return
+        try:
+            frames, lines = self.ray.get(self.said)
+        except self.ray.exceptions.RayError as exc:  # the feed died: no more progress, no harm
+            log.debug("progress feed lost: %s", exc)
+            self.feed = None
+            return
+        self.said = self.feed.drain.remote()
+        current = {c.name: c for _, c in self.running.values()} | (
+            {also.name: also} if also else {}
+        )
+        for (name, attempt), count in frames.items():
+            if name in current and current[name].attempt == attempt:
+                self.progress.add_frames(name, count)
+        for name, attempt, line in lines:
+            if name in current and current[name].attempt == attempt:
+                current[name].live.append(line)
+
+    def finish(self, ref: Any, worker: _Worker, clip: _Clip) -> None:
+        """Record the clip whose task ``ref`` ended (or queue its retry when its worker died)."""
+        batch = self.batch
+        try:
+            report: WorkerReport | None = self.ray.get(ref)
+        except self.died as exc:
+            report = self.lost(worker, clip, exc)
+            if report is None:
+                return
+        except self.ray.exceptions.RayError as exc:  # the clip's task itself broke
+            self.idle.append(worker)
+            report = _failed(clip.clip, clip.name, f"internal error on its worker ({_why(exc)})")
+        else:
+            self.idle.append(worker)
+        assert report is not None
+        outcome, row = report.outcome, report.outcome.row
+        for line in outcome.log:
+            log.log(line.level, "%s", line.message)
+        row.source = str(clip.clip)  # as the driver named them, not as the worker saw them
+        row.output = str(batch.out / clip.name)
+        batch.model = report.model or batch.model
+        batch.record(outcome, [*clip.earlier, *outcome.log])
+        if outcome.load_failed:
+            raise MocapError(row.error)  # stop: the other clips cannot run either
+        batch.save()
+        self.progress.finish(clip.name, row.frames)
+
+    def lost(self, worker: _Worker, clip: _Clip, exc: Exception) -> WorkerReport | None:
+        """``clip``'s worker died: clean up after it, start another; retry the clip (None) or,
+        past --retries, the report of its failure."""
+        from mocap.pipeline.clip_log import note, write_clip_log
+
+        why = _why(exc)
+        self.drain(wait=2.0, also=clip)  # what the dead attempt said, for the clip's log
+        _clear_dead(self.batch.out, clip.name, _where(self.ray, worker))
+        self.idle.append(self.start())
+        self.progress.restart(clip.name)
+        clip.earlier, clip.live = [*clip.earlier, *clip.live], []
+        clip.attempt += 1
+        if clip.attempt <= self.retries:
+            message = (f"{clip.name}: its worker died ({why}); retrying on another worker "
+                       f"(attempt {clip.attempt + 1} of {self.retries + 1})")  # fmt: skip
+            log.warning("%s", message)
+            clip.earlier.append(note(logging.WARNING, message))
+            write_clip_log(self.batch.out, clip.name, clip.earlier)
+            self.queue.appendleft(clip)
+            return None
+        error = f"its worker died {clip.attempt} times ({why}); see Ray's logs"
+        return _failed(clip.clip, clip.name, error)
+
+    def close(self) -> None:
+        """Stop every worker (and the feed); remove what the ones in flight left."""
+        self.progress.close()
+        for worker in [*self.idle, *(w for w, _ in self.running.values())]:
+            self.ray.kill(worker.actor, no_restart=True)
+        if self.feed is not None:
+            self.ray.kill(self.feed, no_restart=True)
+        for worker, clip in self.running.values():  # Ctrl-C / a failed load: nothing half-written
+            _clear_dead(self.batch.out, clip.name, _where(self.ray, worker))
+
+
 def _schedule(
     ray: Any, args: argparse.Namespace, batch: "Batch", todo: list[tuple[Path, str]]
 ) -> None:
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    from mocap.pipeline.batch_cmd import ClipStatus
-
-    workers, gpus = _plan(ray, args, len(todo))
-    log.info("converting %d clips on %d Ray workers (%g GPUs each)", len(todo), workers, gpus)
-    remote = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=0)(ClipWorker)
-    level, cwd = log.getEffectiveLevel(), os.getcwd()
-
-    def start() -> _Worker:
-        actor = remote.remote(batch.settings, level, cwd)
-        return _Worker(actor, actor.where.remote())
-
-    idle = [start() for _ in range(workers)]
-    queue, tries = deque(todo), dict.fromkeys((n for _, n in todo), 0)
-    running: dict[Any, tuple[_Worker, Path, str]] = {}
-    bar = tqdm(total=len(todo), desc="clips", unit="clip", disable=not batch.show)
-    frames = 0
-    died = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
-            ray.exceptions.OutOfMemoryError, ray.exceptions.NodeDiedError)  # fmt: skip
+    driver = _Driver(ray, args, batch, [_Clip(clip, name) for clip, name in todo])
     try:
-        with logging_redirect_tqdm([log]) if batch.show else contextlib.nullcontext():
-            while queue or running:
-                while queue and idle:
-                    worker, (clip, name) = idle.pop(), queue.popleft()
-                    if tries[name] == 0:  # the row says "interrupted" until it comes back
-                        batch.rows.append(
-                            ClipStatus(str(clip), name, "interrupted", str(batch.out / name))
-                        )
-                    ref = worker.actor.convert.remote(
-                        str(clip), name, str(batch.out), batch.started
-                    )
-                    running[ref] = (worker, clip, name)
-                (ref,), _ = ray.wait(list(running), num_returns=1)
-                worker, clip, name = running.pop(ref)
-                try:
-                    report: WorkerReport = ray.get(ref)
-                except died as exc:
-                    _clear_dead(batch.out, name, _where(ray, worker))
-                    idle.append(start())
-                    tries[name] += 1
-                    if tries[name] <= args.retries:
-                        log.warning("%s: its worker died (%s); retrying on another worker",
-                                    name, _why(exc))  # fmt: skip
-                        queue.appendleft((clip, name))
-                        continue
-                    error = f"its worker died {tries[name]} times ({_why(exc)}); see Ray's logs"
-                    report = _failed(clip, name, error)
-                except ray.exceptions.RayError as exc:  # the clip's task itself broke
-                    idle.append(worker)
-                    report = _failed(clip, name, f"internal error on its worker ({_why(exc)})")
-                else:
-                    idle.append(worker)
-                for levelno, line in report.logs:
-                    log.log(levelno, "%s", line)
-                row = report.outcome.row
-                row.source = str(clip)  # as the driver named them, not as the worker saw them
-                row.output = str(batch.out / name)
-                batch.model = report.model or batch.model
-                batch.record(report.outcome)
-                if report.outcome.load_failed:
-                    raise MocapError(row.error)  # stop: the other clips cannot run either
-                batch.save()
-                frames += row.frames or 0
-                bar.set_postfix(frames=frames)
-                bar.update()
+        driver.run()
     finally:
-        bar.close()
-        for worker in [*idle, *(w for w, _, _ in running.values())]:
-            ray.kill(worker.actor, no_restart=True)
-        for worker, _, name in running.values():  # Ctrl-C / a failed load: nothing half-written
-            _clear_dead(batch.out, name, _where(ray, worker))
+        driver.close()
