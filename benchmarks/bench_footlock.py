@@ -187,10 +187,13 @@ def main() -> None:
         "frames with a foot in contact, foot sliding over the contact frames (mean displacement of the "
         "ankles and toes, mm/frame, WHAM/GVHMR's definition), mean ground penetration of the lowest sole "
         "(mm, all frames) and floating during contact (mm), before -> after locking; frames on which a "
-        "lock had to be let go. Contacts are the detected ones (no ground truth here).",
+        "lock had to be let go; *depth*: the mean change of the distance to the person that their "
+        'planted feet asked for (`mocap/ground_depth.py`; "before" is the motion before it). '
+        "Contacts are the detected ones (no ground truth here).",
         "",
-        "| clip | fps | track | frames | in contact | sliding mm/frame | penetration mm | floating mm | let go |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| clip | fps | track | frames | in contact | sliding mm/frame | penetration mm | floating mm "
+        "| let go | depth |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         c = r["contacts"]
@@ -199,7 +202,8 @@ def main() -> None:
             f"| {r['clip']} | {r['fps']:g} | {r['id']} | {r['frames']} | {100 * b['contact_share']:.0f} % "
             f"| {b['sliding_mm_per_frame']:.1f} -> {a['sliding_mm_per_frame']:.1f} "
             f"| {b['penetration_mm']:.1f} -> {a['penetration_mm']:.1f} "
-            f"| {b['floating_mm']:.1f} -> {a['floating_mm']:.1f} | {c['released_frames']} |"
+            f"| {b['floating_mm']:.1f} -> {a['floating_mm']:.1f} | {c['released_frames']} "
+            f"| {100 * c.get('depth_change', 0.0):.1f}% |"
         )
     lines += [
         "",

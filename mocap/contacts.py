@@ -35,6 +35,7 @@ from exporters import joint_positions
 from exporters.rig import RigAnimation
 from mocap.errors import MocapError
 from mocap.foot_lock import POINTS, lock_feet, spans
+from mocap.ground_depth import ground_depth
 
 if TYPE_CHECKING:
     from mocap.body.skeleton import Skeleton
@@ -91,6 +92,7 @@ class FootLockReport:
     after: FootMetrics | None = None  # None: not locked (--foot-lock off)
     released_frames: int = 0  # frames a lock was (partly) let go: out of reach, far, knee snap
     planted: np.ndarray | None = None  # (T,4) contact frames held on their lock after locking
+    depth_change: float = 0.0  # mean |relative distance change| from the planted feet (0: none)
 
     def spans(self) -> dict[str, list[list[int]]]:
         """Per point, the [first, last] video frames of each contact."""
@@ -106,6 +108,7 @@ class FootLockReport:
             "before": self.before.to_dict(),
             "after": self.after.to_dict() if self.after is not None else None,
             "released_frames": self.released_frames,
+            "depth_change": round(self.depth_change, 4),
             "planted_share": round(float(self.planted.sum() / max(self.contacts.sum(), 1)), 4)
             if self.planted is not None
             else None,
@@ -221,9 +224,13 @@ def lock_rigs(
     tracks: "list[Track | None]",
     floor: float | None,
     mode: str = "auto",
+    camera: np.ndarray | None = None,
 ) -> FootLockResult:
     """Find contacts on each rig and, with ``mode="auto"``, lock its feet (the rigs are replaced in
-    the list). ``floor`` None (no floor fitted) leaves everything as it is, said once."""
+    the list). ``floor`` None (no floor fitted) leaves everything as it is, said once. With the
+    world position of a static ``camera``, ``mode="auto"`` first sets each frame's distance to the
+    person from their planted feet (:mod:`mocap.ground_depth`); the "before" metrics are of the
+    rig as given."""
     if mode not in FOOT_LOCK_MODES:
         raise MocapError(f"unknown foot lock mode {mode!r}; use auto or off")
     result = FootLockResult()
@@ -238,7 +245,12 @@ def lock_rigs(
             continue
         clearance = skeleton.sole_clearance[list(POINTS)]
         points = joint_positions(rig)[:, list(POINTS)]
-        found = detect_contacts(points, clearance, rig.fps, floor)
+        depth = None
+        if mode == "auto" and camera is not None:
+            depth = ground_depth(rig, clearance, camera, floor)
+        if depth is not None:
+            rig = depth[0]
+        found = detect_contacts(joint_positions(rig)[:, list(POINTS)], clearance, rig.fps, floor)
         own = stored_contacts(track, rig) if track is not None else None
         flags = found.flags if own is None else own
         conf = np.where(flags, np.maximum(found.confidence, 0.05), 0.0)
@@ -253,6 +265,7 @@ def lock_rigs(
             report.after = foot_metrics(after, clearance, flags, floor)
             report.released_frames = int((locked.released > 0.01).any(axis=1).sum())
             report.planted = locked.planted
+            report.depth_change = depth[1].mean_change if depth is not None else 0.0
         result.reports[tid] = report
     return result
 
@@ -261,8 +274,13 @@ def lock_world(built: "WorldResult", motion: "Motion", mode: str = "auto") -> Fo
     """:func:`lock_rigs` on the rigs of :func:`mocap.world.build_world` (replaced in place)."""
     by_name = {f"person_{t.track_id}": t for t in motion.tracks}
     tracks = [by_name.get(rig.name) for rig in built.rigs]
-    floor = 0.0 if getattr(built, "world", None) is not None else None
-    return lock_rigs(built.rigs, built.skeletons, tracks, floor, mode)
+    from mocap.camera import CameraPath
+
+    world = getattr(built, "world", None)
+    floor = 0.0 if world is not None else None
+    static = CameraPath.from_extras(motion.extras) is None  # a moving camera: no fixed position
+    camera = world.camera_position if world is not None and static else None
+    return lock_rigs(built.rigs, built.skeletons, tracks, floor, mode, camera)
 
 
 def with_contacts(motion: "Motion", reports: dict[int, FootLockReport]) -> "Motion":

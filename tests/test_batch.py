@@ -6,11 +6,11 @@ import io
 import json
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from progress_watch import watching_progress
 
 from mocap.cli import main
 from mocap.motion import Motion
@@ -51,26 +51,6 @@ class Ran:
     stdout: str
     stderr: str
     progress: list[tuple[float, str, str, int | None]]  # (time, event, clip, frames) as received
-
-
-@contextlib.contextmanager
-def watching_progress() -> Iterator[list[tuple[float, str, str, int | None]]]:
-    """Record every frame count and finished clip the batch's progress bar receives."""
-    events: list[tuple[float, str, str, int | None]] = []
-    add_frames, finish = BatchProgress.add_frames, BatchProgress.finish
-
-    def on_frames(bar: BatchProgress, name: str, count: int) -> None:
-        events.append((time.time(), "frames", name, count))
-        add_frames(bar, name, count)
-
-    def on_finish(bar: BatchProgress, name: str, frames: int | None) -> None:
-        events.append((time.time(), "finished", name, frames))
-        finish(bar, name, frames)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(BatchProgress, "add_frames", on_frames)
-        mp.setattr(BatchProgress, "finish", on_finish)
-        yield events
 
 
 def batch(argv: list[str]) -> Ran:

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from progress_watch import watching_progress
 
 from mocap.cli import main
-from mocap.pipeline.batch_progress import BatchProgress
 
 ray = pytest.importorskip("ray", reason="ray comes with the dev extra: pip install -e '.[dev]'")
 
@@ -38,24 +38,11 @@ class Ran:
 def _batch(argv: list[str]) -> Ran:
     """``mocap batch`` in this process (the Ray driver), recording what its bar receives."""
     stdout, stderr = io.StringIO(), io.StringIO()
-    events: list[tuple[float, str, str, int | None]] = []
-    add_frames, finish = BatchProgress.add_frames, BatchProgress.finish
-
-    def on_frames(bar: BatchProgress, name: str, count: int) -> None:
-        events.append((time.time(), "frames", name, count))
-        add_frames(bar, name, count)
-
-    def on_finish(bar: BatchProgress, name: str, frames: int | None) -> None:
-        events.append((time.time(), "finished", name, frames))
-        finish(bar, name, frames)
-
     with (
-        pytest.MonkeyPatch.context() as mp,
+        watching_progress() as events,
         contextlib.redirect_stdout(stdout),
         contextlib.redirect_stderr(stderr),
     ):
-        mp.setattr(BatchProgress, "add_frames", on_frames)
-        mp.setattr(BatchProgress, "finish", on_finish)
         code = main(["batch", *argv])
     return Ran(code, stdout.getvalue(), stderr.getvalue(), events)
 
