@@ -124,3 +124,50 @@ def test_betas_fit_recovers_a_synthetic_smpl_shape(smpl_dir, mosh):
     betas = fit.fit_betas(body, measured)
     fitted = np.asarray(body.rest_joints(betas), dtype=np.float64)
     assert np.abs(fit.skeleton_lengths(fitted) - measured).max() < 0.005
+
+
+def _legs_swung_in_depth(rest, rot, transl, degrees: float) -> np.ndarray:
+    """Landmarks (camera frame) of the pose with each thigh turned ``degrees`` about the camera's
+    x axis, as a depth error of the 3D estimate would (knee and foot off their rays)."""
+    swung = rot.copy()
+    turn = Rotation.from_euler("x", degrees, degrees=True).as_matrix()
+    for hip in (
+        1,
+        2,
+    ):  # the hips' parent is the pelvis: turn in the camera frame, expressed locally
+        swung[:, hip] = rot[:, 0].transpose(0, 2, 1) @ turn @ rot[:, 0] @ rot[:, hip]
+    return posed_landmarks(rest, swung, transl)
+
+
+def test_legs_are_lifted_back_onto_their_image_rays(mosh):
+    """MoSh poses seen by a camera; the 3D estimate's thighs swung in depth. Rebuilt on the true 2D
+    landmarks, every leg landmark lands on its image point and bone lengths are unchanged, and
+    almost all are the true ones (within 1 mm). The rest took the other of the two depths that fit
+    a bone's length (a shin nearly square to its ray: the two are close, and the estimate is
+    nearer the wrong one), and are still nearer the truth than the estimate was."""
+    from mocap.lite.legs import CHAINS, lift_legs
+
+    rest = builtin_skeleton().rest_joints
+    transl = np.tile([0.3, 0.4, 4.0], (len(mosh), 1))
+    truth = posed_landmarks(rest, mosh, transl)
+    focal, size = 1500.0, (1920, 1080)
+    uv = focal * truth[..., :2] / truth[..., 2:] + np.array(size) / 2.0
+    keypoints = np.concatenate([uv, np.ones(uv.shape[:2] + (1,))], axis=-1)
+    legs = sorted({child for chain in CHAINS for _, child in chain})
+    for degrees in (6.0, -6.0, 12.0, -12.0):
+        estimate = _legs_swung_in_depth(rest, mosh, transl, degrees)
+        assert np.linalg.norm(estimate[:, legs] - truth[:, legs], axis=-1).max() > 0.025
+        lifted = lift_legs(estimate, keypoints, size, focal)
+        image = focal * lifted[..., :2] / lifted[..., 2:] + np.array(size) / 2.0
+        assert np.abs(image[:, legs] - uv[:, legs]).max() < 1e-6
+        err = np.linalg.norm(lifted[:, legs] - truth[:, legs], axis=-1)
+        before = np.linalg.norm(estimate[:, legs] - truth[:, legs], axis=-1)
+        assert (err < 1e-3).mean() >= 0.85 and err.max() < before.max()
+        for parent, child in (link for chain in CHAINS for link in chain):
+            length = np.linalg.norm(estimate[:, child] - estimate[:, parent], axis=-1)
+            lifted_length = np.linalg.norm(lifted[:, child] - lifted[:, parent], axis=-1)
+            assert np.allclose(lifted_length, length, atol=1e-9)
+    # an unconfident landmark keeps the estimate's offset from its (rebuilt) parent
+    keypoints[:, :, 2] = 0.0
+    estimate = _legs_swung_in_depth(rest, mosh, transl, 12.0)
+    assert np.array_equal(lift_legs(estimate, keypoints, size, focal), estimate)
