@@ -5,6 +5,8 @@ import contextlib
 import io
 import json
 import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,8 +186,25 @@ def test_second_batch_skips_finished_clips(
     out, _ = first_batch
     stamps = {n: (out / n / "motion.npz").stat().st_mtime_ns for n in VIDEOS}
     logs = {n: (out / "logs" / f"{n}.log").read_text() for n in VIDEOS}
-    assert main(["batch", str(inputs), "-o", str(out), *flags]) == 1  # corrupt still fails
+    # temporary logs of batches killed while writing one: removed when their process is gone
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()
+    running = subprocess.Popen(["sleep", "60"])
+    stale, owned, theirs = (out / "logs" / f".{VIDEOS[0]}.partial-{gone.pid}.log",
+                            out / "logs" / f".{VIDEOS[1]}.partial-{running.pid}.log",
+                            out / "logs" / f".notes.partial-{gone.pid}.txt")  # fmt: skip
+    for planted in (stale, owned, theirs):
+        planted.write_text("half a log\n")
+    try:
+        assert main(["batch", str(inputs), "-o", str(out), *flags]) == 1  # corrupt still fails
+        assert not stale.exists() and owned.exists() and theirs.exists()
+    finally:
+        running.kill()
+        running.wait()
+        owned.unlink(missing_ok=True)
+        theirs.unlink(missing_ok=True)
     captured = capsys.readouterr()
+    assert f"removed logs/{stale.name} left by process {gone.pid}" in captured.out
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"] == {"done": 0, "skipped": 3, "failed": 1}
     assert manifest["model"] == ""  # the corrupt clip fails before the model is needed

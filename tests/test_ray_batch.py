@@ -1,7 +1,8 @@
 """`mocap batch --ray` on a local Ray with 2 CPUs, on the real clips and a corrupt one: the same
 motion.npz bytes as the sequential batch although a worker is SIGKILLed mid-clip, the corrupt clip
 reported as today, nothing half-written left, a re-run that skips every finished clip, frames
-reaching the driver's bar while the clips run, and every clip's log (the retry's too) kept."""
+reaching the driver's bar and log lines its console while the clips run, and every clip's log
+(the retry's too) kept."""
 
 import contextlib
 import io
@@ -33,18 +34,33 @@ class Ran:
     stdout: str
     stderr: str
     progress: list[tuple[float, str, str, int | None]]  # (time, event, clip, frames) as received
+    console: list[tuple[float, str]]  # (time, text) of every write to stdout and stderr
+
+
+class _Timed(io.StringIO):
+    """A captured stream that also notes when each text was written (in ``writes``)."""
+
+    def __init__(self, writes: list[tuple[float, str]]) -> None:
+        super().__init__()
+        self.writes = writes
+
+    def write(self, text: str) -> int:
+        self.writes.append((time.time(), text))
+        return super().write(text)
 
 
 def _batch(argv: list[str]) -> Ran:
-    """``mocap batch`` in this process (the Ray driver), recording what its bar receives."""
-    stdout, stderr = io.StringIO(), io.StringIO()
+    """``mocap batch`` in this process (the Ray driver), recording what its bar receives and
+    when each console line was written."""
+    writes: list[tuple[float, str]] = []
+    stdout, stderr = _Timed(writes), _Timed(writes)
     with (
         watching_progress() as events,
         contextlib.redirect_stdout(stdout),
         contextlib.redirect_stderr(stderr),
     ):
         code = main(["batch", *argv])
-    return Ran(code, stdout.getvalue(), stderr.getvalue(), events)
+    return Ran(code, stdout.getvalue(), stderr.getvalue(), events, writes)
 
 
 @pytest.fixture(scope="module")
@@ -163,6 +179,24 @@ def test_frames_reach_the_driver_while_the_clips_run(on_ray: tuple[Path, Ran, in
     finished = [e[2] for e in ran.progress if e[1] == "finished"]
     assert sorted(finished) == sorted([*VIDEOS, "corrupt"])  # each once, the retried one too
     assert "\r" not in ran.stderr  # not a terminal: no bar drawn
+
+
+def test_log_lines_reach_the_console_while_the_clips_run(on_ray: tuple[Path, Ran, int]) -> None:
+    out, ran, _ = on_ray
+    clips = {c["name"]: c for c in json.loads((out / "manifest.json").read_text())["clips"]}
+    for name in VIDEOS:  # each line once, prefixed by its clip; the killed clip's twice
+        said = [(t, text) for t, text in ran.console if text.startswith(f"mocap: {name}: ")]
+        focal = [t for t, text in said if "focal length not given" in text]
+        assert len(focal) == (2 if name == KILLED else 1), said
+        assert not [text for _, text in said if text.startswith(f"mocap: {name}: {name}: ")]
+        if clips[name]["frames"] > 2:  # its first line came while it ran, not when it ended
+            finished = (out / name / ".done").stat().st_mtime
+            assert focal[0] < finished, (name, finished - focal[0])
+    # the dead attempt's lines, then the retry's warning, then the retry's lines
+    said = [text for _, text in ran.console if KILLED in text]
+    died = next(i for i, text in enumerate(said) if "its worker died" in text)
+    converting = [i for i, text in enumerate(said) if f"mocap: {KILLED}: converting " in text]
+    assert len(converting) == 2 and converting[0] < died < converting[1], said
 
 
 def test_every_clip_keeps_its_log_and_the_retry_says_so(on_ray: tuple[Path, Ran, int]) -> None:

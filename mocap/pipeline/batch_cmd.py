@@ -10,9 +10,10 @@ exit status 1 if any clip failed.
 Several batches may share one OUT: each clip is locked while it is converted, so it is converted
 once and the other batches skip it; OUT/manifest.json is merged (each clip's latest outcome) and
 rewritten after every clip, so a killed batch still leaves the record of the clips it finished.
-Staging left by killed runs is removed. Each converted clip's log lines are kept in
-OUT/logs/<clip>.log; one bar shows the clips finished and the frames decoded. With --ray the clips
-run on Ray workers (the model loaded once per worker), with the same outcome (docs/ray.md).
+Staging and temporary files left by killed runs are removed. Each converted clip's log lines are
+kept in OUT/logs/<clip>.log; one bar shows the clips finished and the frames decoded. With --ray
+the clips run on Ray workers (the model loaded once per worker), with the same outcome
+(docs/ray.md).
 
 examples:
   mocap batch clips/ -o out
@@ -33,7 +34,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mocap.errors import MocapError
-from mocap.pipeline.clip_log import LOGS, LogLine, capture_log, note, write_clip_log
+from mocap.pipeline.clip_log import (
+    LOGS,
+    LogLine,
+    capture_log,
+    clean_stale_logs,
+    note,
+    write_clip_log,
+)
 from mocap.pipeline.config import add_settings_arguments
 from mocap.pipeline.staging import clip_name
 
@@ -386,7 +394,7 @@ def run(args: argparse.Namespace) -> int:
     settings = resolve_settings(args)
     out = Path(args.output).expanduser()
     check_output_root(out)
-    for line in clean_stale(out):  # staging and temporary files of killed runs
+    for line in [*clean_stale(out), *clean_stale_logs(out)]:  # what killed runs left
         log.info("%s", line)
     clips, rows, notes = collect_clips(args.inputs)
     if not clips and not rows:

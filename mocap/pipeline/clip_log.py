@@ -6,9 +6,11 @@ Ray: the driver) writes the file after each attempt, whole, through a temporary 
 so a reader never sees half a file. A clip whose Ray worker died is retried: its log then holds the
 dead attempt's lines (those that reached the driver), a line saying it was retried, and the next
 attempt's lines. The last line is the outcome (done or failed). A finished clip that a later batch
-skips keeps the log of the run that converted it.
+skips keeps the log of the run that converted it. The temporary files of a batch killed while it
+wrote a log are removed by the next batch (:func:`clean_stale_logs`).
 """
 
+import contextlib
 import logging
 import logging.handlers
 import time
@@ -100,3 +102,29 @@ def write_clip_log(out: Path, name: str, lines: list[LogLine]) -> Path | None:
         log.warning("%s: its log was not written (%s)", name, exc)
         return None
     return path
+
+
+def clean_stale_logs(out: Path) -> list[str]:
+    """Remove the temporary logs (``OUT/logs/.<clip>.partial-<pid>.log``) left by batches that were
+    killed while writing one: only mocap's temporary name, and only when its process no longer runs
+    on this machine, decided as for clip staging (:func:`mocap.pipeline.staging.clean_stale`).
+    Returns what was done."""
+    from mocap.pipeline.staging import LEFTOVER, abandoned
+
+    done: list[str] = []
+    try:
+        entries = list((out / LOGS).iterdir())
+    except OSError:  # no OUT/logs yet (or not a folder)
+        return done
+    for path in entries:
+        m = LEFTOVER.match(path.name)
+        if m is None or m["kind"] != "partial" or m["suffix"] != ".log" or path.is_dir():
+            continue
+        if not abandoned(path, int(m["pid"]), m["kind"]):
+            continue
+        with contextlib.suppress(OSError):  # removed meanwhile by another batch
+            path.unlink()
+            done.append(
+                f"removed {LOGS}/{path.name} left by process {m['pid']}, which no longer runs"
+            )
+    return done

@@ -4,11 +4,12 @@ Each worker is a Ray actor that runs :func:`mocap.pipeline.batch_cmd.convert_cli
 the sequential batch runs, so a clip goes through one code path either way: the per-clip lock,
 staging in ``OUT/.<clip>.partial-<pid>/``, publish by rename, ``.done`` last. This module only
 schedules: the driver (the ``mocap batch`` process) hands each clip to an idle worker, merges the
-rows into the manifest as they come back, replays each clip's log lines and writes them to
-``OUT/logs/<clip>.log``, and shows one bar. While a clip runs, its worker tells a small Ray actor
-(:class:`~mocap.pipeline.ray_worker.ProgressFeed`) the frames it decoded and the lines it logged; the driver drains it a few
-times a second. That needs nothing but Ray (no shared files to poll), and keeps the lines of an
-attempt whose worker died for the clip's log.
+rows into the manifest as they come back, writes each clip's log lines to ``OUT/logs/<clip>.log``,
+and shows one bar. While a clip runs, its worker tells a small Ray actor
+(:class:`~mocap.pipeline.ray_worker.ProgressFeed`) the frames it decoded and the lines it logged;
+the driver drains it a few times a second and prints the lines as they come, each prefixed by its
+clip (clips run at once). That needs nothing but Ray (no shared files to poll), and keeps the lines
+of an attempt whose worker died for the console and the clip's log.
 
 Faults: a worker that dies mid-clip (SIGKILL, out of memory, its node gone) is replaced by a new
 actor; its staging is removed (a half-done publish is undone) and the clip is retried, up to
@@ -122,7 +123,7 @@ def _connect(ray: Any, address: str) -> bool:
         ray.init(
             address=None if address == "auto" else address,
             include_dashboard=False,
-            log_to_driver=False,  # each clip's log lines are replayed by the driver instead
+            log_to_driver=False,  # the driver prints each clip's log lines itself (_say)
             logging_level=logging.WARNING,
             runtime_env={
                 "env_vars": {k: v for k, v in os.environ.items() if k.startswith("MOCAP_")}
@@ -237,6 +238,26 @@ def _no_engines() -> Any:
     raise RuntimeError("a finished clip needs no model")
 
 
+def _say(name: str, line: "LogLine") -> None:
+    """Print a worker's line on the driver's console (above the bar), prefixed by its clip:
+    the clips in flight interleave, unlike in the sequential batch."""
+    prefixed = line.message.startswith(f"{name}: ")
+    log.log(line.level, "%s", line.message if prefixed else f"{name}: {line.message}")
+
+
+def _unseen(lines: list["LogLine"], said: list["LogLine"]) -> list["LogLine"]:
+    """``lines`` less those already printed: ``said``, in the same order, some perhaps missing
+    (a call to the feed that failed is dropped)."""
+    left, rest = iter(said), []
+    expected = next(left, None)
+    for line in lines:
+        if line == expected:
+            expected = next(left, None)
+        else:
+            rest.append(line)
+    return rest
+
+
 @dataclass
 class _Clip:
     """A clip the driver hands out: its attempt (0 first), the lines of its earlier attempts with
@@ -319,6 +340,7 @@ class _Driver:
         for name, attempt, line in lines:
             if name in current and current[name].attempt == attempt:
                 current[name].live.append(line)
+                _say(name, line)
 
     def finish(self, ref: Any, worker: _Worker, clip: _Clip) -> None:
         """Record the clip whose task ``ref`` ended (or queue its retry when its worker died)."""
@@ -336,8 +358,8 @@ class _Driver:
             self.idle.append(worker)
         assert report is not None
         outcome, row = report.outcome, report.outcome.row
-        for line in outcome.log:
-            log.log(line.level, "%s", line.message)
+        for line in _unseen(outcome.log, clip.live):  # the lines that had not come through the feed
+            _say(clip.name, line)
         row.source = str(clip.clip)  # as the driver named them, not as the worker saw them
         row.output = str(batch.out / clip.name)
         batch.model = report.model or batch.model

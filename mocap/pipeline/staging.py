@@ -30,7 +30,7 @@ from mocap.paths import pid_alive, write_error
 
 DONE = ".done"
 MARKER = ".mocap"  # written into every staging folder (and so every result): pid, host, time
-_LEFTOVER = re.compile(r"^\.(?P<clip>.+)\.(?P<kind>partial|old)-(?P<pid>\d+)(?P<suffix>\.[^.]*)?$")
+LEFTOVER = re.compile(r"^\.(?P<clip>.+)\.(?P<kind>partial|old)-(?P<pid>\d+)(?P<suffix>\.[^.]*)?$")
 
 
 class ClipBusy(MocapError):
@@ -155,7 +155,7 @@ def make_staging(output: Path, clip: str) -> Path:
     return staging
 
 
-def _abandoned(path: Path, pid: int, kind: str) -> bool:
+def abandoned(path: Path, pid: int, kind: str) -> bool:
     """A leftover of ours whose process is gone from this machine."""
     if pid == os.getpid() or pid_alive(pid):
         return False
@@ -184,7 +184,7 @@ def clean_stale(output: Path, clip: str | None = None) -> list[str]:
     except OSError:
         return done
     for path in entries:
-        m = _LEFTOVER.match(path.name)
+        m = LEFTOVER.match(path.name)
         if m is None or (clip is not None and m["clip"] != clip):
             continue
         is_dir = path.is_dir() and not path.is_symlink()
@@ -192,7 +192,7 @@ def clean_stale(output: Path, clip: str | None = None) -> list[str]:
             continue  # staging and old results are folders, temporary files have a suffix
         if not is_dir and m["clip"] != "manifest":
             continue  # the only temporary file mocap writes into OUT itself
-        if not _abandoned(path, int(m["pid"]), m["kind"]):
+        if not abandoned(path, int(m["pid"]), m["kind"]):
             continue
         final = output / m["clip"]
         if m["kind"] == "old" and is_mocap_output(path) and not final.exists():
