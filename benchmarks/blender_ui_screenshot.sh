@@ -38,10 +38,11 @@ if [ ! -x "$ROOT/usr/bin/blender" ]; then
     cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
     # (the mirror's sid Release file may be past its Valid-Until date)
     chroot "$ROOT" apt-get -o Acquire::Check-Valid-Until=false update -q
-    # python3-cattr, python3-requests: imported by Blender's extensions add-on, not in its Depends
+    # python3-cattr, python3-requests: imported by Blender's extensions add-on, not in its Depends;
+    # python3-numpy: imported by its FBX importer (the add-on reads FBX on Blender 4.x)
     chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
         --no-install-recommends blender xvfb xauth libgl1-mesa-dri libglx-mesa0 imagemagick \
-        python3-cattr python3-requests
+        python3-cattr python3-requests python3-numpy
 fi
 
 MOUNTS=()

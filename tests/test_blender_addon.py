@@ -53,10 +53,17 @@ def addon_zip(tmp_path_factory) -> Path:
     return out
 
 
-def _blender(mode: str, addon_zip: Path, source: Path, tmp: Path) -> tuple[dict, dict]:
+def _blender(
+    mode: str, addon_zip: Path, source: Path, tmp: Path, route: str = "blend"
+) -> tuple[dict, dict]:
+    """Run the child in ``mode``; ``route="fbx"`` makes the add-on import FBX, as it does on
+    Blender 4.x, which cannot read the .blend files bpy 5 writes."""
     out = tmp / mode
     out.mkdir()
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp / f"user_{mode}"))
+    env.pop("MOCAP_BLENDER_IMPORT", None)
+    if route == "fbx":
+        env["MOCAP_BLENDER_IMPORT"] = "fbx"
     done = subprocess.run(
         [sys.executable, str(CHILD), mode, str(addon_zip), str(MOCAP), str(source), str(out)],
         capture_output=True, text=True, timeout=900, env=env,
@@ -184,11 +191,40 @@ def test_import_bvh_of_an_earlier_run(ran, addon_zip, tmp_path: Path) -> None:
 
 @needs_bpy
 @needs_clip
-def test_retarget_onto_a_rigify_rig_matches_mocap_retarget(ran, addon_zip, tmp_path: Path) -> None:
+def test_blender_4_route_imports_the_same_scene_from_fbx(ran, addon_zip, tmp_path: Path) -> None:
+    """Where Blender cannot read mocap's .blend (4.x), Run asks for FBX and imports that: the
+    same armatures, actions, frames and joints, the same camera with the footage behind it."""
+    result, bones = _blender("run", addon_zip, VIDEO, tmp_path, route="fbx")
+    assert result["operator"] == ["FINISHED"], result["error"]
+    assert [p.name for p in _result_dir(result).glob("people.*")] == ["people.fbx"]
+    blend, blend_bones = ran
+    assert set(result["armatures"]) == set(blend["armatures"])
+    for name, arm in result["armatures"].items():
+        want = blend["armatures"][name]
+        assert arm["action"] == want["action"] and arm["frames"] == want["frames"]
+        order = [arm["bones"].index(n) for n in want["bones"]]
+        assert np.abs(bones[name][:, order] - blend_bones[name]).max() < 1e-3  # within 1 mm
+    cam, want_cam = result["camera"], blend["camera"]
+    assert cam["lens"] == pytest.approx(want_cam["lens"], rel=1e-5)
+    assert [cam[k] for k in ("sensor", "resolution", "backgrounds")] == [
+        want_cam[k] for k in ("sensor", "resolution", "backgrounds")
+    ]
+    scene, want_scene = result["scene"], blend["scene"]
+    assert [scene[k] for k in ("frames", "fps", "camera")] == [
+        want_scene[k] for k in ("frames", "fps", "camera")
+    ]
+
+
+@needs_bpy
+@needs_clip
+@pytest.mark.parametrize("route", ["blend", "fbx"])
+def test_retarget_onto_a_rigify_rig_matches_mocap_retarget(
+    ran, addon_zip, tmp_path: Path, route: str
+) -> None:
     from exporters.blender import read_with_blender
 
     motion = _result_dir(ran[0]) / "motion.npz"
-    result, bones = _blender("rigify", addon_zip, motion, tmp_path)
+    result, bones = _blender("rigify", addon_zip, motion, tmp_path, route)
     assert result["operator"] == ["FINISHED"], result["error"]
     rig = result["armatures"][result["rig"]]
     people = sorted(ran[0]["armatures"])

@@ -1,5 +1,8 @@
 """Bring mocap's output files into the open Blender scene (bpy side of the add-on).
 
+mocap writes its .blend files with bpy 5.0, which Blender 4.x cannot read; there
+(:func:`reads_mocap_blend` is False) the run writes FBX instead, read by :mod:`.fbx_import`.
+
 The run writes one combined ``people.blend`` (SMPL armatures, the mesh when SMPL is present, the
 video's camera with the footage as its background); its scene is appended, its objects linked into
 a new collection ``mocap <clip>``, the scene's fps, frame range and render size copied, and the
@@ -9,6 +12,8 @@ appended scene removed again. A retargeted run also writes one ``.blend`` per pe
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +28,17 @@ class Imported:
     actions: list[str] = field(default_factory=list)
     people: list[str] = field(default_factory=list)
     camera: str = ""
+
+
+def reads_mocap_blend() -> bool:
+    """Whether this Blender reads the .blend files mocap writes (bpy 5.0; older Blender stops at
+    their header). ``MOCAP_BLENDER_IMPORT=fbx`` takes the FBX route anyway (the tests use it)."""
+    return bpy.app.version >= (5, 0, 0) and os.environ.get("MOCAP_BLENDER_IMPORT") != "fbx"
+
+
+def output_format() -> str:
+    """The file format the add-on asks ``mocap`` for: ``blend``, else ``fbx``."""
+    return "blend" if reads_mocap_blend() else "fbx"
 
 
 def _load_scene(path: Path) -> bpy.types.Scene:
@@ -65,11 +81,11 @@ def import_scene(
     bpy.data.scenes.remove(loaded)
     for obj in objects:
         if obj not in keep:
-            _remove_object(obj)
+            remove_object(obj)
     return done
 
 
-def _remove_object(obj: bpy.types.Object) -> None:
+def remove_object(obj: bpy.types.Object) -> None:
     """Drop an appended object that is not kept, with its data and action when unused."""
     data, action = obj.data, obj.animation_data.action if obj.animation_data else None
     bpy.data.objects.remove(obj)
@@ -78,39 +94,43 @@ def _remove_object(obj: bpy.types.Object) -> None:
         bpy.data.batch_remove(unused)
 
 
-def _load_retargeted(path: Path) -> tuple[bpy.types.Action, dict[str, str], list[tuple[str, str]]]:
-    """The armature action of a ``mocap retarget`` .blend, with what the writer changed on the
-    rig for it: bone -> new parent, and the (bone, constraint) pairs it muted (Rigify's DEF
-    bones are keyed directly, see exporters/retarget.py). The file's objects are not kept."""
+def load_retargeted(path: Path, armature: bpy.types.Object, first: bool) -> bpy.types.Action:
+    """The armature action of a ``mocap retarget`` .blend; with ``first``, ``armature`` gets what
+    the writer changed on the rig for it: new parents and muted constraints (Rigify's DEF bones
+    are keyed directly, see exporters/retarget.py). The file's objects are not kept."""
     with bpy.data.libraries.load(str(path), link=False) as (source, target):
         target.objects = list(source.objects)
     objects = [o for o in target.objects if o is not None]
-    arm = next(
-        (
-            o
-            for o in objects
-            if o.type == "ARMATURE" and o.animation_data and o.animation_data.action
-        ),
-        None,
-    )
-    if arm is None:
-        _drop(objects)
-        raise RuntimeError(f"{path.name} holds no armature animation")
+    try:
+        arm = animated_armature(objects, path)
+    except RuntimeError:
+        drop(objects)
+        raise
     action = arm.animation_data.action
-    parents = {b.name: b.parent.name if b.parent else "" for b in arm.data.bones}
-    muted = [(pb.name, c.name) for pb in arm.pose.bones for c in pb.constraints if c.mute]
+    if first:
+        parents = {b.name: b.parent.name if b.parent else "" for b in arm.data.bones}
+        muted = [(pb.name, c.name) for pb in arm.pose.bones for c in pb.constraints if c.mute]
+        adopt(armature, parents, muted)
     arm.animation_data.action = None
-    _drop(objects)
-    return action, parents, muted
+    drop(objects)
+    return action
 
 
-def _drop(objects: list[bpy.types.Object]) -> None:
+def animated_armature(objects: list[bpy.types.Object], path: Path) -> bpy.types.Object:
+    """The armature with an action among ``objects`` (RuntimeError when there is none)."""
+    for obj in objects:
+        if obj.type == "ARMATURE" and obj.animation_data and obj.animation_data.action:
+            return obj
+    raise RuntimeError(f"{path.name} holds no armature animation")
+
+
+def drop(objects: list[bpy.types.Object]) -> None:
     data = [o.data for o in objects if o.data is not None]
     bpy.data.batch_remove(objects)
     bpy.data.batch_remove([d for d in data if d.users == 0])
 
 
-def _adopt(
+def adopt(
     armature: bpy.types.Object, parents: dict[str, str], muted: list[tuple[str, str]]
 ) -> None:
     """Make the chosen armature what ``mocap retarget`` keyed: same parents, same constraints
@@ -129,10 +149,11 @@ def _adopt(
             edit[bone].parent = edit[parent]
         bpy.ops.object.mode_set(mode=mode if mode in ("OBJECT", "POSE") else "OBJECT")
         layer.objects.active = active
-    for bone, name in muted:
+    for bone, name in muted:  # name "*": every constraint of the bone
         pb = armature.pose.bones.get(bone)
-        if pb is not None and name in pb.constraints:
-            pb.constraints[name].mute = True
+        for con in pb.constraints if pb is not None else ():
+            if name in ("*", con.name):
+                con.mute = True
     for pb in armature.pose.bones:
         pb.rotation_mode = "QUATERNION"
 
@@ -146,22 +167,25 @@ def retarget_files(out: Path, people: list[str]) -> dict[str, Path]:
 
 
 def apply_retargeted(
-    files: dict[str, Path], clip: str, armature: bpy.types.Object, done: Imported
+    files: dict[str, Path],
+    clip: str,
+    armature: bpy.types.Object,
+    done: Imported,
+    load: Callable[[Path, bpy.types.Object, bool], bpy.types.Action] = load_retargeted,
 ) -> None:
     """One action per person on ``armature``: the first is assigned, the others kept (fake user)
-    for the Action editor; named ``<clip>_<person>``. The armature gets the retargeter's changes
-    (muted constraints and re-parented bones on rigs like Rigify's), so the keys play as written."""
+    for the Action editor; named ``<clip>_<person>``. ``load`` reads a file (:func:`load_retargeted`,
+    or ``fbx_import.load_retargeted``) and gives the armature the retargeter's changes (muted
+    constraints and re-parented bones on rigs like Rigify's), so the keys play as written."""
     for i, (person, path) in enumerate(sorted(files.items())):
-        action, parents, muted = _load_retargeted(path)
-        if i == 0:
-            _adopt(armature, parents, muted)
+        action = load(path, armature, i == 0)
         action.name = f"{clip}_{person}"
         done.actions.append(action.name)
         action.use_fake_user = True
         if i == 0:
             anim = armature.animation_data_create()
             anim.action = action
-            if anim.action_slot is None and len(action.slots):
+            if getattr(anim, "action_slot", 0) is None and len(action.slots):  # Blender 4.4+
                 anim.action_slot = action.slots[0]
 
 

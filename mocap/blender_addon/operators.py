@@ -19,7 +19,7 @@ from pathlib import Path
 import bpy
 from bpy_extras.io_utils import ImportHelper
 
-from . import importer
+from . import fbx_import, importer
 from .props import preferences
 from .runner import MocapJob, error_line, export_command, find_mocap, retarget_command, run_command
 
@@ -42,6 +42,9 @@ class Controller:
     owned: Path
     retarget_out: Path | None = None
     camera: bool = True  # add the video's camera with the footage
+    fmt: str = "blend"  # what mocap writes: blend, or fbx where Blender cannot read its .blend
+    footage: str = ""  # the video (shown behind an FBX run's camera)
+    info_dir: Path | None = None  # holds the run's run.json (render size of an FBX run)
 
     def step(self, context: bpy.types.Context) -> str:
         """RUNNING, FINISHED, CANCELLED or FAILED (state and reports updated)."""
@@ -63,34 +66,53 @@ class Controller:
             done = self._import(context)
         except (RuntimeError, OSError) as exc:
             self._discard(state)
-            state.last_error = f"importing the result failed: {exc}"
+            state.last_error = f"importing the result failed: {_one_line(exc)}"
             return "FAILED"
         state.running, state.last_error = False, ""
         state.last_result = f"{', '.join(done.actions) or 'no action'} ({self.result_dir})"
         ACTIVE.pop("job", None)
         return "FINISHED"
 
+    def _scene(self, path: Path, armatures: bool, context: bpy.types.Context) -> importer.Imported:
+        if self.fmt == "blend":
+            return importer.import_scene(path, self.clip, armatures, self.camera, context)
+        info = fbx_import.run_info(self.info_dir) if self.info_dir else {}
+        size = info.get("image_size")
+        footage = self.footage or str(info.get("source", ""))
+        return fbx_import.import_fbx_scene(
+            path, self.clip, armatures, self.camera, footage,
+            (int(size[0]), int(size[1])) if size else None, context,
+        )  # fmt: skip
+
     def _import(self, context: bpy.types.Context) -> importer.Imported:
-        blend = self.result_dir / "people.blend"
-        if not blend.is_file():
-            raise RuntimeError(f"mocap wrote no {blend.name} in {self.result_dir}")
+        scene = self.result_dir / f"people.{self.fmt}"
+        if not scene.is_file():
+            raise RuntimeError(f"mocap wrote no {scene.name} in {self.result_dir}")
         if not self.armature:
-            return importer.import_scene(blend, self.clip, True, self.camera, context)
+            return self._scene(scene, True, context)
         target = bpy.data.objects.get(self.armature)
         if target is None or target.type != "ARMATURE":
             raise RuntimeError(f"the armature {self.armature!r} is gone")
-        done = importer.import_scene(blend, self.clip, False, self.camera, context)
+        done = self._scene(scene, False, context)
         assert self.retarget_out is not None
         files = importer.retarget_files(self.retarget_out, done.people)
         if not files:
             raise RuntimeError("mocap retarget wrote no file")
-        importer.apply_retargeted(files, self.clip, target, done)
+        load = fbx_import.load_retargeted if self.fmt == "fbx" else importer.load_retargeted
+        importer.apply_retargeted(files, self.clip, target, done, load)
         return done
 
     def _discard(self, state: bpy.types.PropertyGroup) -> None:
         shutil.rmtree(self.owned, ignore_errors=True)
         state.running, state.cancel_requested, state.progress = False, False, 0.0
         ACTIVE.pop("job", None)
+
+
+def _one_line(exc: Exception) -> str:
+    """The telling line of an error; bpy operators wrap a whole traceback in RuntimeError."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith("Location:")]
+    return lines[-1] if lines else type(exc).__name__
 
 
 def _target(context: bpy.types.Context) -> str:
@@ -141,19 +163,19 @@ def start(context: bpy.types.Context, motion: str = "") -> Controller:
                 "choose a video file first" if video is None else f"{video} does not exist"
             )
         clip = (video.name if video.is_dir() else video.stem).lstrip(".").strip() or "clip"
-    owned = _workdir(context)
+    owned, fmt = _workdir(context), importer.output_format()
     result_dir = owned / "export" if motion else owned / clip
     if motion:
-        commands = [export_command(mocap, str(motion_path), str(result_dir), foot)]
+        commands = [export_command(mocap, str(motion_path), str(result_dir), foot, fmt)]
     else:
         motion_path = result_dir / "motion.npz"
         commands = [run_command(mocap, str(video), str(owned), settings.model, settings.start,
-                                settings.end, settings.smooth_strength, foot)]  # fmt: skip
+                                settings.end, settings.smooth_strength, foot, fmt)]  # fmt: skip
     retarget_out = None
     if armature:
         rig = owned / "rig" / f"{bpy.path.clean_name(armature)}.blend"
         importer.save_armature_copy(bpy.data.objects[armature], rig)
-        retarget_out = owned / "retarget" / f"{bpy.path.clean_name(armature)}.blend"
+        retarget_out = owned / "retarget" / f"{bpy.path.clean_name(armature)}.{fmt}"
         retarget_out.parent.mkdir()
         commands.append(
             retarget_command(mocap, str(motion_path), str(rig), str(retarget_out), foot)
@@ -161,7 +183,7 @@ def start(context: bpy.types.Context, motion: str = "") -> Controller:
     weights = [1.0] if len(commands) == 1 else ([0.5, 0.5] if motion else [0.85, 0.15])
     controller = Controller(
         MocapJob(commands, weights), result_dir, clip, armature, owned, retarget_out,
-        settings.camera,
+        settings.camera, fmt, "" if motion else str(video), motion_path.parent,
     )  # fmt: skip
 
     state = context.window_manager.mocap_state

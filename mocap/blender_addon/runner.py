@@ -191,9 +191,11 @@ def run_command(
     end: float,
     smooth_strength: float,
     foot_lock: str,
+    fmt: str = "blend",
 ) -> list[str]:
-    """``mocap run`` for the panel's settings (end <= start: to the end of the clip)."""
-    cmd = [mocap, "run", video, "-o", out, "--model", model, "--formats", "blend", "--combined"]
+    """``mocap run`` for the panel's settings (end <= start: to the end of the clip), writing one
+    combined ``fmt`` scene (blend, or fbx for Blender 4.x)."""
+    cmd = [mocap, "run", video, "-o", out, "--model", model, "--formats", fmt, "--combined"]
     cmd += ["--smooth-strength", f"{smooth_strength:g}", "--foot-lock", foot_lock]
     cmd += ["--no-report", "--overwrite"]
     if start > 0:
@@ -203,9 +205,11 @@ def run_command(
     return cmd
 
 
-def export_command(mocap: str, motion: str, out: str, foot_lock: str) -> list[str]:
-    """``mocap export`` of an earlier run's motion.npz to one combined .blend scene."""
-    return [mocap, "export", motion, "-o", out, "--formats", "blend", "--combined",
+def export_command(
+    mocap: str, motion: str, out: str, foot_lock: str, fmt: str = "blend"
+) -> list[str]:
+    """``mocap export`` of an earlier run's motion.npz to one combined ``fmt`` scene."""
+    return [mocap, "export", motion, "-o", out, "--formats", fmt, "--combined",
             "--foot-lock", foot_lock]  # fmt: skip
 
 

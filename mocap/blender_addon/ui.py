@@ -17,7 +17,7 @@ def draw_panel(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
     row.prop(settings, "start")
     row.prop(settings, "end")
     col.prop(settings, "smooth_strength")
-    col.prop(settings, "foot_lock")
+    col.prop(settings, "foot_lock", text="Feet")  # "Foot locking" is cut at the default width
     col.prop(settings, "target")
     if settings.target == "SELECTED":
         obj = context.active_object
@@ -36,10 +36,22 @@ def draw_panel(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
     if state.last_error:
         box = layout.box()
         box.label(text="mocap: error", icon="ERROR")
-        for line in textwrap.wrap(state.last_error, 48):  # labels do not wrap by themselves
+        for line in wrap(state.last_error, context, 4):  # labels do not wrap by themselves
             box.label(text=line)
     elif state.last_result:
-        layout.label(text=f"Imported: {state.last_result}", icon="CHECKMARK")
+        box = layout.box()
+        box.label(text="Imported", icon="CHECKMARK")
+        for line in wrap(state.last_result, context, 4):
+            box.label(text=line)
+
+
+def wrap(text: str, context: bpy.types.Context, indent: int = 0) -> list[str]:
+    """``text`` in lines that fit the region: its width in unscaled pixels over ~6.5 px per
+    character of Blender's UI font, less the panel's margins (and ``indent`` characters)."""
+    region = context.region
+    scale = context.preferences.system.ui_scale or 1.0
+    pixels = (region.width if region is not None else 300) / scale - 36
+    return textwrap.wrap(text.strip(), max(12, int(pixels / 6.5) - indent)) or [""]
 
 
 class VIEW3D_PT_mocap(bpy.types.Panel):
