@@ -26,8 +26,8 @@ bones rolled any way); nothing assumes the two rigs share a rest pose or bone ro
    (:mod:`exporters.footlock`), so other leg proportions don't bring sliding back.
 5. Root motion, as :mod:`exporters.root_motion` does for the other formats: ``world`` (the hips
    carry the trajectory), ``in-place`` (the hips stay over where they start), ``root-bone`` (the
-   rig's top bone above the hips carries the horizontal trajectory at floor level, the hips keep
-   height and sway).
+   rig's top bone above the hips carries the horizontal trajectory at floor level and the body's
+   smoothed heading, the hips keep height and sway).
 6. Keys: a bone's pose quaternion is ``W_b^T W_p R_p(t)^T R_b(t)`` (p its parent, or the armature
    object), exactly Blender's pose chain; located bones get ``W_b^T W_p R_p^T (h_b - h_p - R_p W_p^T
    (H_b - H_p)) / object scale``.
@@ -45,6 +45,7 @@ from scipy.spatial.transform import Rotation
 
 from exporters.footlock import lock_planted_feet
 from exporters.rig import RigAnimation
+from exporters.root_motion import heading, yaw_matrices
 from exporters.target_rig import Pose, TargetRig, ancestors, plan_hierarchy
 from mocap.body.joints import SMPL_JOINT_NAMES, SMPL_PARENTS
 from mocap.errors import MocapError
@@ -226,6 +227,8 @@ def retarget(
         ground = np.broadcast_to(hr[top], (frames, 3)).copy()
         ground[:, :2] += root[:, :2] - hr[hips, :2]
         heads[top] = ground
+        turn = YUP_TO_ZUP @ yaw_matrices(heading(source)) @ YUP_TO_ZUP.T  # as exporters.root_motion
+        rots[top] = c @ turn @ c.T @ w[top]
         notes.append(f"root motion on bone {target.bone_names[top]}")
 
     # Feet on the character's floor: low contacts at the source's height above its floor.

@@ -96,7 +96,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="world",
         help="root motion of every file (and --rig): world (default: the hips move through the "
         "world), in-place (no horizontal hip motion) or root-bone (a ground-level 'root' bone "
-        "carries the horizontal motion, the hips keep height and sway: Unreal root motion)",
+        "carries the horizontal motion and the smoothed heading (yaw), the hips keep height and sway: "
+        "Unreal/Unity root motion)",
     )
     parser.add_argument(
         "--foot-lock",

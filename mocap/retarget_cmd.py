@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("world", "in-place", "root-bone"),
         default="world",
         help="world: the hips travel (default); in-place: no horizontal hip motion; root-bone: "
-        "the rig's top bone carries the horizontal motion on the floor",
+        "the rig's top bone carries the horizontal motion on the floor and the smoothed heading (yaw)",
     )
     parser.add_argument(
         "--foot-lock",

@@ -216,6 +216,27 @@ def walk(
     return replace(gait, contacts=contacts)
 
 
+def turning(rig: RigAnimation, degrees: float, start: int, end: int) -> RigAnimation:
+    """The rig turning ``degrees`` about the vertical (left for positive) between frames ``start``
+    and ``end`` (a minimum-jerk ramp): each frame's pose is turned about its own pelvis and the
+    pelvis's horizontal steps are turned with it, so the path curves with the heading. Returns
+    the rig; the turn added at each frame is ``turn_angles(...)``."""
+    turn = _yaw(turn_angles(rig.num_frames, degrees, start, end))
+    step = np.diff(rig.root_positions, axis=0)
+    step[:, 1] = 0.0
+    root = rig.root_positions.copy()
+    root[1:, [0, 2]] = root[0, [0, 2]]
+    root[1:] += np.cumsum(np.einsum("tab,tb->ta", turn[1:], step), axis=0)
+    rot = rig.local_rotations.copy()
+    rot[:, 0] = turn @ rot[:, 0]
+    return replace(rig, root_positions=root, local_rotations=rot)
+
+
+def turn_angles(frames: int, degrees: float, start: int, end: int) -> np.ndarray:
+    """(T,) radians: the turn :func:`turning` adds at each frame."""
+    return np.deg2rad(degrees) * _smooth01((np.arange(frames) - start) / max(end - start, 1))
+
+
 def jump(shared_data: Path, fps: float = 30.0, skeleton: Skeleton | None = None) -> Gait:
     """Stand, crouch, jump 0.25 m forward with 0.4 s of flight, land, stand."""
     skel = skeleton or builtin_skeleton()

@@ -116,8 +116,8 @@ _HELP: dict[str, str] = {
     "stored in motion.npz and reported in run.json either way",
     "root_motion": "root motion of every file: 'world' (the hips move through the world), "
     "'in-place' (no horizontal hip motion, for engine-driven locomotion), 'root-bone' (a "
-    "ground-level 'root' bone carries the horizontal motion, the hips keep height and sway: "
-    "Unreal's root-motion extraction)",
+    "ground-level 'root' bone carries the horizontal motion and the smoothed heading (yaw), the "
+    "hips keep height and sway: Unreal/Unity root-motion extraction)",
     "rig": "also put each person's motion on this rigged character (.fbx/.glb/.gltf/.vrm/"
     ".blend; bones mapped automatically, see `mocap retarget`): <person>_<character>.<fmt> for "
     "each of fbx, glb, blend in --formats (fbx when none is)",
