@@ -91,13 +91,8 @@ def import_fbx_scene(
         for f in o.animation_data.action.frame_range
     ]
     for obj in keep:
-        done.objects.append(obj.name)
-        action = obj.animation_data.action if obj.animation_data else None
-        if obj.type == "ARMATURE" and action is not None:
-            action.name = f"{clip}_{obj.name}"
-            done.actions.append(action.name)
+        importer.record_imported(obj, clip, here, done)
         if obj.type == "CAMERA":
-            here.camera, done.camera = obj, obj.name
             if size is not None:
                 here.render.resolution_x, here.render.resolution_y = size
                 here.render.resolution_percentage = 100

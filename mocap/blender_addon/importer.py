@@ -30,6 +30,20 @@ class Imported:
     camera: str = ""
 
 
+def record_imported(
+    obj: bpy.types.Object, clip: str, here: bpy.types.Scene, done: Imported
+) -> None:
+    """Record an imported object in ``done``: a person's action named ``<clip>_<person>``, a
+    camera made the scene's camera (the .blend and the FBX import alike)."""
+    done.objects.append(obj.name)
+    action = obj.animation_data.action if obj.animation_data else None
+    if obj.type == "ARMATURE" and action is not None:
+        action.name = f"{clip}_{obj.name}"
+        done.actions.append(action.name)
+    if obj.type == "CAMERA":
+        here.camera, done.camera = obj, obj.name
+
+
 def reads_mocap_blend() -> bool:
     """Whether this Blender reads the .blend files mocap writes (bpy 5.0; older Blender stops at
     their header). ``MOCAP_BLENDER_IMPORT=fbx`` takes the FBX route anyway (the tests use it)."""
@@ -68,13 +82,7 @@ def import_scene(
     here.collection.children.link(collection)
     for obj in keep:
         collection.objects.link(obj)
-        done.objects.append(obj.name)
-        action = obj.animation_data.action if obj.animation_data else None
-        if obj.type == "ARMATURE" and action is not None:
-            action.name = f"{clip}_{obj.name}"
-            done.actions.append(action.name)
-        if obj.type == "CAMERA":
-            here.camera, done.camera = obj, obj.name
+        record_imported(obj, clip, here, done)
     for attr in ("fps", "fps_base", "resolution_x", "resolution_y", "resolution_percentage"):
         setattr(here.render, attr, getattr(loaded.render, attr))
     here.frame_start, here.frame_end = loaded.frame_start, loaded.frame_end
