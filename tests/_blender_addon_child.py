@@ -9,12 +9,14 @@ points its preferences at MOCAP and runs one scenario, writing ``OUT_DIR/result.
 - ``run``: the panel's Run on the video INPUT (``--model lite``), new SMPL armatures;
 - ``npz``: Import motion.npz INPUT onto new SMPL armatures (``bvh``: a BVH file INPUT);
 - ``rigify``: a Rigify rig generated here (saved as ``OUT_DIR/rig.blend``), selected, and
-  Import motion.npz INPUT retargeted onto it;
+  Import motion.npz INPUT retargeted onto it (with the saved bone map $MOCAP_TEST_BONE_MAP when
+  set, else the presets);
 - ``error``: Run on INPUT, a file that is no video: the one-line report;
 - ``cancel``: Run on INPUT, Cancel after the child has started; the scene before and after.
 """
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -115,6 +117,8 @@ def main(argv: list[str]) -> int:
         rig = rigify_rig()
         bpy.ops.wm.save_as_mainfile(filepath=str(out / "rig.blend"), copy=True)
         settings.target = "SELECTED"
+        if os.environ.get("MOCAP_TEST_BONE_MAP"):  # a saved map instead of the presets
+            settings.bone_map, settings.bone_map_file = "FILE", os.environ["MOCAP_TEST_BONE_MAP"]
         result["rig"] = rig.name
         result["operator"] = sorted(bpy.ops.mocap.import_motion(filepath=source))
     elif mode == "cancel":

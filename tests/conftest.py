@@ -76,3 +76,12 @@ def models_loaded_once() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(run_cmd, "build_engines", cached)
         yield
+
+
+@pytest.fixture(scope="session")
+def corrupt_video_bytes() -> bytes:
+    """Seeded noise that FFmpeg cannot open as any container. Fresh `os.urandom` bytes are not
+    safe: now and then FFmpeg probes them as an audio-only stream ("no video stream")."""
+    import numpy as np
+
+    return np.random.default_rng(1).integers(0, 256, 50_000, np.uint8).tobytes()

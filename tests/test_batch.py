@@ -4,7 +4,6 @@ per-clip logs, the progress bar's counts, and Ray flags without --ray."""
 import contextlib
 import io
 import json
-import os
 import subprocess
 import sys
 import time
@@ -30,12 +29,14 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+def inputs(
+    tmp_path_factory: pytest.TempPathFactory, shared_data: Path, corrupt_video_bytes: bytes
+) -> Path:
     """A folder with the three real videos and one corrupt 'video'."""
     folder = tmp_path_factory.mktemp("clips")
     for name in VIDEOS:
         (folder / f"{name}.mp4").symlink_to(shared_data / "videos" / f"{name}.mp4")
-    (folder / "corrupt.mp4").write_bytes(os.urandom(40_000))
+    (folder / "corrupt.mp4").write_bytes(corrupt_video_bytes)
     (folder / "notes.txt").write_text("not a clip")
     return folder
 

@@ -54,14 +54,16 @@ def addon_zip(tmp_path_factory) -> Path:
 
 
 def _blender(
-    mode: str, addon_zip: Path, source: Path, tmp: Path, route: str = "blend"
+    mode: str, addon_zip: Path, source: Path, tmp: Path, route: str = "blend", bone_map: str = ""
 ) -> tuple[dict, dict]:
     """Run the child in ``mode``; ``route="fbx"`` makes the add-on import FBX, as it does on
-    Blender 4.x, which cannot read the .blend files bpy 5 writes."""
+    Blender 4.x, which cannot read the .blend files bpy 5 writes; ``bone_map``: a saved map for
+    the retarget."""
     out = tmp / mode
     out.mkdir()
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp / f"user_{mode}"))
     env.pop("MOCAP_BLENDER_IMPORT", None)
+    env["MOCAP_TEST_BONE_MAP"] = bone_map
     if route == "fbx":
         env["MOCAP_BLENDER_IMPORT"] = "fbx"
     done = subprocess.run(
@@ -215,25 +217,24 @@ def test_blender_4_route_imports_the_same_scene_from_fbx(ran, addon_zip, tmp_pat
     ]
 
 
-@needs_bpy
-@needs_clip
-@pytest.mark.parametrize("route", ["blend", "fbx"])
-def test_retarget_onto_a_rigify_rig_matches_mocap_retarget(
-    ran, addon_zip, tmp_path: Path, route: str
-) -> None:
+def _matches_mocap_retarget(
+    ran, addon_zip, tmp_path: Path, route: str, *map_args: str
+) -> tuple[np.ndarray, list[str]]:
+    """The add-on's retarget onto a Rigify rig against `mocap retarget` of the same motion (with
+    ``--map FILE`` when given); returns the add-on's DEF-bone heads (frames, bones, 3), names."""
     from exporters.blender import read_with_blender
 
     motion = _result_dir(ran[0]) / "motion.npz"
-    result, bones = _blender("rigify", addon_zip, motion, tmp_path, route)
+    bone_map = map_args[1] if map_args else ""
+    result, bones = _blender("rigify", addon_zip, motion, tmp_path, route, bone_map)
     assert result["operator"] == ["FINISHED"], result["error"]
     rig = result["armatures"][result["rig"]]
     people = sorted(ran[0]["armatures"])
     assert rig["action"] == f"{VIDEO.stem}_{people[0]}"
     assert {f"{VIDEO.stem}_{p}" for p in people} <= set(result["scene"]["actions"])
     ref = tmp_path / "ref.blend"
-    done = _mocap(
-        "retarget", str(motion), "--rig", str(tmp_path / "rigify" / "rig.blend"), "-o", str(ref)
-    )
+    rig_file = tmp_path / "rigify" / "rig.blend"
+    done = _mocap("retarget", str(motion), "--rig", str(rig_file), "-o", str(ref), *map_args)
     assert done.returncode == 0, done.stderr
     ref_file = ref if len(people) == 1 else ref.with_name(f"ref_{people[0]}.blend")
     dump = read_with_blender(ref_file, mesh_samples=1)
@@ -247,6 +248,57 @@ def test_retarget_onto_a_rigify_rig_matches_mocap_retarget(
     moved = np.abs(theirs - theirs[:1]).max()
     assert moved > 0.01  # the rig really moves
     assert np.abs(mine - theirs).max() < 1e-4
+    return mine, deform
+
+
+@needs_bpy
+@needs_clip
+@pytest.mark.parametrize("route", ["blend", "fbx"])
+def test_retarget_onto_a_rigify_rig_matches_mocap_retarget(
+    ran, addon_zip, tmp_path: Path, route: str
+) -> None:
+    _matches_mocap_retarget(ran, addon_zip, tmp_path, route)
+
+
+def _elbow_angles(heads: np.ndarray, names: list[str]) -> np.ndarray:
+    """Per frame, the left elbow's bend in degrees from DEF-bone heads (frames, bones, 3)."""
+    shoulder, elbow, hand = (
+        heads[:, names.index(f"DEF-{n}.L")] for n in ("upper_arm", "forearm", "hand")
+    )
+    upper, lower = elbow - shoulder, hand - elbow
+    cos = (
+        np.sum(upper * lower, -1) / np.linalg.norm(upper, axis=-1) / np.linalg.norm(lower, axis=-1)
+    )
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+@needs_bpy
+@needs_clip
+def test_retarget_with_a_saved_bone_map(ran, addon_zip, tmp_path: Path) -> None:
+    """A saved map that leaves the left arm unmapped: the add-on passes it to `mocap retarget`
+    (same result as the command with ``--map``), and the left elbow keeps its rest bend where the
+    preset poses it."""
+    from exporters.blender import read_with_blender
+
+    preset = json.loads((REPO / "exporters" / "bonemaps" / "rigify.json").read_text())
+    arm = ("left_shoulder", "left_elbow", "left_wrist", "left_hand")
+    saved = {"bones": {j: (None if j in arm else names) for j, names in preset["bones"].items()}}
+    path = tmp_path / "no_left_arm.json"
+    path.write_text(json.dumps(saved))
+    mine, deform = _matches_mocap_retarget(ran, addon_zip, tmp_path, "blend", "--map", str(path))
+    motion, ref = _result_dir(ran[0]) / "motion.npz", tmp_path / "preset.blend"
+    done = _mocap("retarget", str(motion), "--rig", str(tmp_path / "rigify" / "rig.blend"),
+                  "-o", str(ref), "--person", sorted(ran[0]["armatures"])[0].rsplit("_", 1)[1])  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    posed = next(
+        a for a in read_with_blender(ref, mesh_samples=1).armatures if "DEF-hand.L" in a.bone_names
+    )
+    at_rest, preset_bend = (
+        _elbow_angles(mine, deform),
+        _elbow_angles(posed.joint_positions, posed.bone_names),
+    )
+    assert np.ptp(at_rest) < 0.01, at_rest  # unmapped: the rest bend on every frame
+    assert np.abs(preset_bend - at_rest).max() > 5.0, (preset_bend, at_rest)  # the preset poses it
 
 
 @needs_bpy

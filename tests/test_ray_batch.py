@@ -72,11 +72,13 @@ def local_ray() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+def inputs(
+    tmp_path_factory: pytest.TempPathFactory, shared_data: Path, corrupt_video_bytes: bytes
+) -> Path:
     folder = tmp_path_factory.mktemp("clips")
     for name in VIDEOS:
         (folder / f"{name}.mp4").symlink_to(shared_data / "videos" / f"{name}.mp4")
-    (folder / "corrupt.mp4").write_bytes(os.urandom(40_000))
+    (folder / "corrupt.mp4").write_bytes(corrupt_video_bytes)
     return folder
 
 

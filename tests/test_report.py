@@ -259,13 +259,13 @@ def test_landmarks_and_foot_contacts(tmp_path: Path) -> None:
 
 
 def test_batch_summary_page(
-    tmp_path: Path, shared_data: Path, flags: list[str], crowd: Path
+    tmp_path: Path, shared_data: Path, flags: list[str], crowd: Path, corrupt_video_bytes: bytes
 ) -> None:
     clips = tmp_path / "clips"
     clips.mkdir()
     for name in (CROWD, "street_5frames_540p"):
         (clips / f"{name}.mp4").symlink_to(shared_data / "videos" / f"{name}.mp4")
-    (clips / "corrupt.mp4").write_bytes(os.urandom(20_000))
+    (clips / "corrupt.mp4").write_bytes(corrupt_video_bytes)
     out = tmp_path / "out"
     assert main(["batch", str(clips), "-o", str(out), "--end", "0.2", *flags]) == 1  # corrupt
     page = Page((out / "summary.html").read_text())

@@ -127,6 +127,18 @@ def _target(context: bpy.types.Context) -> str:
     return str(obj.name)
 
 
+def _bone_map(settings: bpy.types.PropertyGroup) -> str:
+    """The retarget's ``--map``: a preset name, ``auto`` or the saved map's path."""
+    if settings.bone_map != "FILE":
+        return str(settings.bone_map)
+    if not settings.bone_map_file:
+        raise MocapUserError("choose the saved bone map (.json) first")
+    path = Path(bpy.path.abspath(settings.bone_map_file)).resolve()
+    if not path.is_file():
+        raise MocapUserError(f"{path} does not exist")
+    return str(path)
+
+
 def _mocap(context: bpy.types.Context) -> str:
     configured = bpy.path.abspath(preferences(context).mocap_path)
     found = find_mocap(configured)
@@ -151,6 +163,7 @@ def start(context: bpy.types.Context, motion: str = "") -> Controller:
         raise MocapUserError("mocap is already running")
     settings, mocap, armature = context.scene.mocap, _mocap(context), _target(context)
     foot = settings.foot_lock
+    bone_map = _bone_map(settings) if armature else "auto"  # checked before anything is made
     if motion:
         motion_path = Path(bpy.path.abspath(motion)).resolve()
         if not motion_path.is_file():
@@ -178,7 +191,7 @@ def start(context: bpy.types.Context, motion: str = "") -> Controller:
         retarget_out = owned / "retarget" / f"{bpy.path.clean_name(armature)}.{fmt}"
         retarget_out.parent.mkdir()
         commands.append(
-            retarget_command(mocap, str(motion_path), str(rig), str(retarget_out), foot)
+            retarget_command(mocap, str(motion_path), str(rig), str(retarget_out), foot, bone_map)
         )
     weights = [1.0] if len(commands) == 1 else ([0.5, 0.5] if motion else [0.85, 0.15])
     controller = Controller(

@@ -71,6 +71,24 @@ class MocapSettings(bpy.types.PropertyGroup):
         ),
         default="NEW",
     )
+    bone_map: EnumProperty(
+        name="Bone map",
+        items=(
+            ("auto", "Auto", "a preset that fits the armature, else bones matched by name"),
+            ("mixamo", "Mixamo", "mixamorig:Hips, mixamorig:LeftUpLeg, ..."),
+            ("rigify", "Rigify", "a generated rig's DEF bones, or a metarig's bones"),
+            ("unreal", "Unreal", "the UE mannequin: pelvis, thigh_l, ..."),
+            ("vrm", "VRM", "VRM humanoid bones"),
+            ("FILE", "Saved map", "a JSON map saved by `mocap retarget --save-map`"),
+        ),
+        default="auto",
+        description="how the armature's bones are matched to the body's joints",
+    )
+    bone_map_file: StringProperty(
+        name="Map file",
+        subtype="FILE_PATH",
+        description="JSON bone map (keys: SMPL joint names, values: bone names)",
+    )
     camera: BoolProperty(
         name="Camera from footage",
         default=True,

@@ -213,9 +213,13 @@ def export_command(
             "--foot-lock", foot_lock]  # fmt: skip
 
 
-def retarget_command(mocap: str, motion: str, rig: str, out: str, foot_lock: str) -> list[str]:
-    """``mocap retarget`` onto the saved copy of the chosen armature (bone map: auto)."""
-    return [mocap, "retarget", motion, "--rig", rig, "-o", out, "--foot-lock", foot_lock]
+def retarget_command(
+    mocap: str, motion: str, rig: str, out: str, foot_lock: str, bone_map: str = "auto"
+) -> list[str]:
+    """``mocap retarget`` onto the saved copy of the chosen armature; ``bone_map`` is a preset
+    name, ``auto`` or a saved JSON map."""
+    return [mocap, "retarget", motion, "--rig", rig, "-o", out, "--foot-lock", foot_lock,
+            "--map", bone_map]  # fmt: skip
 
 
 __all__: Sequence[str] = (

@@ -23,6 +23,9 @@ def draw_panel(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
         obj = context.active_object
         name = obj.name if obj is not None and obj.type == "ARMATURE" else "none selected"
         col.label(text=f"Armature: {name}", icon="ARMATURE_DATA")
+        col.prop(settings, "bone_map")
+        if settings.bone_map == "FILE":
+            col.prop(settings, "bone_map_file")
     col.prop(settings, "camera")
     layout.separator()
     if state.running:
