@@ -29,7 +29,7 @@ from exporters.blender import _run_child
 from exporters.retarget import Retargeted
 from exporters.target_rig import TargetRig
 from mocap.errors import MocapError
-from mocap.paths import atomic_path
+from mocap.paths import atomic_path, user_path
 
 CHARACTER_SUFFIXES = (".fbx", ".glb", ".gltf", ".vrm", ".blend")
 OUTPUT_SUFFIXES = (".fbx", ".glb", ".blend")
@@ -104,7 +104,7 @@ def inspect_character(path: str | Path, timeout: float = 300.0) -> Character:
     Raises:
         MocapError: unsupported suffix, missing or unreadable file, no armature.
     """
-    path = Path(path).expanduser().resolve()
+    path = user_path(path).resolve()
     if path.suffix.lower() not in CHARACTER_SUFFIXES:
         raise MocapError(
             f"cannot read a character from {path.name}; give a {'/'.join(CHARACTER_SUFFIXES)} file"

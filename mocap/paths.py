@@ -16,10 +16,16 @@ from pathlib import Path
 from mocap.errors import MocapError
 
 
+def user_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` with a leading ``~`` or ``~user`` expanded; left as given when that user does not
+    exist (``Path.expanduser`` raises there), so the caller's "does not exist" error names it."""
+    return Path(os.path.expanduser(os.fspath(path)))
+
+
 def mocap_home() -> Path:
     """Cache root: ``$MOCAP_HOME`` or ``~/.cache/mocap``."""
     env = os.environ.get("MOCAP_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "mocap"
+    return user_path(env) if env else Path.home() / ".cache" / "mocap"
 
 
 def atomic_path(path: Path) -> Path:

@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 
 from mocap.errors import MocapError
+from mocap.paths import user_path
 
 log = logging.getLogger("mocap")
 
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from mocap.pipeline.run_cmd import setup_logging
 
     setup_logging(args)
-    path = Path(args.path).expanduser()
+    path = user_path(args.path)
     if not path.is_dir():
         raise MocapError(f"{path} is not a folder; give OUT/<clip> or OUT written by mocap run")
     if (path / "run.json").is_file():
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 def _video(args: argparse.Namespace) -> Path | None:
     if args.video is None:
         return None
-    video = Path(args.video).expanduser()
+    video = user_path(args.video)
     if not video.exists():
         raise MocapError(f"--video {video} does not exist; check the path")
     return video

@@ -193,6 +193,7 @@ def test_export_smooth_strength_must_be_finite(good_npz: dict[str, np.ndarray], 
         ("min_box: -5", "--min-box must be 0 to"),
         ("start: .nan", "--start"),
         ("smooth_strength: .inf", "--smooth-strength must be a finite number"),
+        ("smpl: ~no_such_user_mocap/SMPL.pkl", "~no_such_user_mocap/SMPL.pkl"),  # fuzz crash
     ],
 )
 def test_config_values_are_checked_like_their_flags(

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from mocap.body.joints import NUM_BETAS, NUM_JOINTS
 from mocap.body.smpl_file import load_regressor, load_smpl_file
 from mocap.errors import MocapError
-from mocap.paths import mocap_home
+from mocap.paths import mocap_home, user_path
 
 SMPL_URL = "https://smpl.is.tue.mpg.de"
 # Official file names, most preferred first: mocap's name, SMPL 1.1 neutral, SMPLify's neutral.
@@ -66,7 +66,7 @@ def find_smpl(path: str | Path | None = None) -> Path | None:
     for given, origin in ((path, "--smpl"), (os.environ.get("MOCAP_SMPL") or None, "MOCAP_SMPL")):
         if given is None:
             continue
-        p = Path(given).expanduser()
+        p = user_path(given)
         found = p if p.is_file() else _in_folder(p) if p.is_dir() else None
         if found is None:
             raise MocapError(

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mocap.errors import MocapError
+from mocap.paths import user_path
 from mocap.pipeline.clip_log import (
     LOGS,
     LogLine,
@@ -109,7 +110,7 @@ def collect_clips(inputs: list[str]) -> tuple[list[Path], list[ClipStatus], list
     missing: list[ClipStatus] = []
     notes: list[str] = []
     for text in inputs:
-        path = Path(text).expanduser()
+        path = user_path(text)
         if not path.exists() and glob.has_magic(text):
             matches = [Path(m) for m in sorted(glob.glob(os.path.expanduser(text), recursive=True))]
             found = [m for m in matches if m.is_file() and m.suffix.lower() in VIDEO_SUFFIXES]
@@ -392,7 +393,7 @@ def run(args: argparse.Namespace) -> int:
     check_ray_flags(args)  # --workers without --ray: one error line, before anything runs
     setup_logging(args)
     settings = resolve_settings(args)
-    out = Path(args.output).expanduser()
+    out = user_path(args.output)
     check_output_root(out)
     for line in [*clean_stale(out), *clean_stale_logs(out)]:  # what killed runs left
         log.info("%s", line)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mocap.errors import MocapError
+from mocap.paths import user_path
 
 FORMATS = ("npz", "bvh", "fbx", "blend", "glb", "gltf")
 MODELS = ("auto", "lite", "featup-deformable", "vitpose-deformable", "hmr2")
@@ -319,7 +320,7 @@ def validate(s: RunSettings) -> None:
     bad = [f for f in s.formats if f not in FORMATS]
     check(not bad and bool(s.formats), f"unknown format(s) {bad}; choose from {','.join(FORMATS)}")
     for p, flag in ((s.checkpoint, "--checkpoint"), (s.smpl, "--smpl"), (s.rig, "--rig")):
-        ok = p is None or Path(p).expanduser().is_file() or (flag == "--smpl" and Path(p).is_dir())
+        ok = p is None or user_path(p).is_file() or (flag == "--smpl" and Path(p).is_dir())
         check(ok, f"{flag} file not found: {p}; check the path")
     if s.device == "cuda":
         import torch

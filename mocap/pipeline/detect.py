@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from mocap.errors import MocapError
-from mocap.paths import mocap_home
+from mocap.paths import mocap_home, user_path
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def resolve_weights(weights: str | Path) -> Path:
     Raises:
         MocapError: the path does not exist, the name is unknown, or the download failed.
     """
-    path = Path(weights).expanduser()
+    path = user_path(weights)
     if path.is_file():
         return path
     fix = "pass --detector a local .pt file, or a name such as yolo11x.pt with internet access"

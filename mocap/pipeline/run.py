@@ -28,7 +28,7 @@ import numpy as np
 from mocap.errors import MocapError
 from mocap.geometry import video_focal_length
 from mocap.motion import Motion, Track
-from mocap.paths import write_error
+from mocap.paths import user_path, write_error
 from mocap.pipeline.config import RunSettings
 from mocap.pipeline.outputs import (
     DONE,
@@ -218,7 +218,7 @@ def process_video(
             output, missing weights, clip already finished without ``overwrite``).
     """
     settings = settings or RunSettings()
-    video, output = Path(video).expanduser(), Path(output).expanduser().resolve()
+    video, output = user_path(video), user_path(output).resolve()
     if not video.exists():
         raise MocapError(f"video not found: {video}; check the path")
     clip = check_clip_name(name or clip_name(video))

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 
 from mocap.errors import MocapError
-from mocap.paths import pid_alive, write_error
+from mocap.paths import pid_alive, user_path, write_error
 
 DONE = ".done"
 MARKER = ".mocap"  # written into every staging folder (and so every result): pid, host, time
@@ -48,7 +48,7 @@ def clip_name(video: Path) -> str:
     leading dots are dropped (``..mp4`` -> ``mp4``) so that a name is never empty, ``.``, ``..``
     or hidden; ``clip`` when nothing is left.
     """
-    path = Path(video).expanduser().resolve()
+    path = user_path(video).resolve()
     name = path.name if path.is_dir() else path.stem
     name = name.lstrip(".").strip() or path.name.lstrip(".").strip()
     return name or "clip"

@@ -26,6 +26,7 @@ import av
 import numpy as np
 
 from mocap.errors import MocapError
+from mocap.paths import user_path
 from mocap.pipeline.image_folder import DEFAULT_FOLDER_FPS, first_readable, iter_folder, list_frames
 from mocap.pipeline.video_container import (
     Damage,
@@ -249,7 +250,7 @@ def open_video(
     Raises:
         MocapError: missing path, not a video, no decodable frame, bad range or settings.
     """
-    path = Path(path).expanduser()
+    path = user_path(path)
     if stride < 1:
         raise MocapError(f"--stride must be 1 or more, got {stride}")
     if fps is not None and fps <= 0:
