@@ -12,7 +12,12 @@ points its preferences at MOCAP and runs one scenario, writing ``OUT_DIR/result.
   Import motion.npz INPUT retargeted onto it (with the saved bone map $MOCAP_TEST_BONE_MAP when
   set, else the presets);
 - ``error``: Run on INPUT, a file that is no video: the one-line report;
-- ``cancel``: Run on INPUT, Cancel after the child has started; the scene before and after.
+- ``cancel``: Run on INPUT, Cancel after the child has started; the scene before and after;
+- ``twice``: Import motion.npz INPUT, then a copy of it from ``OUT_DIR/again/``, in one file;
+- ``rollback``: as ``rigify``, with the import made to fail after the retarget was applied;
+- ``badbvh``: Import the broken BVH INPUT; ``noexec``: Run with INPUT, a file that is not
+  executable, as the mocap command;
+- ``reload``: Run on the video INPUT, then File > New (``wm.read_homefile``) mid-run.
 """
 
 import json
@@ -83,6 +88,24 @@ def dump(out: Path) -> dict:
     return {"armatures": info, "camera": camera, "scene": scene_state()}
 
 
+def rig_state(rig: bpy.types.Object) -> dict:
+    """What an import may change on the user's rig: bone parents, muted constraints, action."""
+    return {
+        "parents": {b.name: b.parent.name if b.parent else "" for b in rig.data.bones},
+        "muted": sorted(
+            f"{pb.name}/{c.name}" for pb in rig.pose.bones for c in pb.constraints if c.mute
+        ),
+        "action": rig.animation_data.action.name
+        if rig.animation_data and rig.animation_data.action
+        else "",
+        "modes": sorted({pb.rotation_mode for pb in rig.pose.bones}),
+    }
+
+
+def addon_prefs(addon):
+    return bpy.context.preferences.addons[addon.__name__].preferences
+
+
 def rigify_rig() -> bpy.types.Object:
     bpy.ops.preferences.addon_enable(module="rigify")
     bpy.ops.object.armature_human_metarig_add()
@@ -121,6 +144,62 @@ def main(argv: list[str]) -> int:
             settings.bone_map, settings.bone_map_file = "FILE", os.environ["MOCAP_TEST_BONE_MAP"]
         result["rig"] = rig.name
         result["operator"] = sorted(bpy.ops.mocap.import_motion(filepath=source))
+    elif mode == "twice":  # a second import in one file: names stay <clip>_<person>
+        assert sorted(bpy.ops.mocap.import_motion(filepath=source)) == ["FINISHED"]
+        again = out / "again"
+        again.mkdir()
+        (again / "motion.npz").write_bytes(Path(source).read_bytes())
+        result["first_actions"] = sorted(a.name for a in bpy.data.actions)
+        result["operator"] = sorted(bpy.ops.mocap.import_motion(filepath=str(again / "motion.npz")))
+    elif mode == "rollback":  # the import fails after the scene and the first action came in
+        rig = rigify_rig()
+        settings.target = "SELECTED"
+        result["rig"], result["before"], result["rig_before"] = (
+            rig.name,
+            scene_state(),
+            rig_state(rig),
+        )
+        real = addon.importer.apply_retargeted
+
+        def failing(*args, **kwargs):
+            real(*args, **kwargs)
+            raise RuntimeError("injected failure after the retarget was applied")
+
+        addon.importer.apply_retargeted = failing
+        try:
+            result["operator"] = sorted(bpy.ops.mocap.import_motion(filepath=source))
+        except RuntimeError as exc:
+            result["operator"], result["report"] = ["CANCELLED"], str(exc)
+        result["after"], result["rig_after"] = scene_state(), rig_state(rig)
+        result["runs_left"] = sorted(p.name for p in (out / "runs").iterdir())
+    elif mode in ("badbvh", "noexec"):  # one line, not a traceback; nothing imported
+        result["before"] = scene_state()
+        if mode == "noexec":
+            addon_prefs(addon).mocap_path = source  # a file that is not executable
+        try:
+            if mode == "badbvh":
+                result["operator"] = sorted(bpy.ops.mocap.import_motion(filepath=source))
+            else:
+                result["operator"] = sorted(bpy.ops.mocap.run())
+        except RuntimeError as exc:
+            result["operator"], result["report"] = ["CANCELLED"], str(exc)
+        result["after"] = scene_state()
+    elif mode == "reload":  # File > New mid-run: the child stops, its folder goes, Run works again
+        controller = addon.operators.start(ctx)
+        started = time.time()
+        while time.time() - started < 3.0:
+            assert controller.step(ctx) == "RUNNING", state.last_error
+            time.sleep(0.2)
+        proc, owned = controller.job._proc, controller.owned
+        bpy.ops.wm.read_homefile()
+        result["returncode"] = proc.poll()
+        result["owned_exists"] = owned.exists()
+        result["running"] = addon.operators.running()
+        result["state_running"] = bool(bpy.context.window_manager.mocap_state.running)
+        bpy.context.scene.mocap.model, bpy.context.scene.mocap.video = "lite", source  # new scene
+        again = addon.operators.start(bpy.context)  # not "already running"
+        again.job.cancel(1.0)
+        addon.operators.stop_all()
     elif mode == "cancel":
         result["before"] = scene_state()
         controller = addon.operators.start(ctx)
@@ -137,7 +216,7 @@ def main(argv: list[str]) -> int:
         result["after"] = scene_state()
         result["running"] = bool(state.running)
     result["error"], result["result"] = state.last_error, state.last_result
-    if mode != "cancel":
+    if mode not in ("cancel", "reload"):
         result.update(dump(out))
     (out / "result.json").write_text(json.dumps(result, indent=1))
     return 0

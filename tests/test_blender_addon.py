@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -111,8 +112,9 @@ def test_runner_parses_progress_and_errors(tmp_path: Path) -> None:
     script = (
         "import sys, time\n"
         "print('mocap: model: lite', flush=True)\n"
+        "sys.stderr.write('\\rFetching 3 files:  67%|##  | 2/3 [00:01<00:00, 1.5it/s]')\n"
         "for i in range(1, 5):\n"
-        "    sys.stderr.write(f'\\r {i*25}%|###| {i}/4 [00:01<00:00]'); sys.stderr.flush(); time.sleep(0.05)\n"
+        "    sys.stderr.write(f'\\rclip: {i*25}%|###| {i}/8 [00:01<00:00, 3.1frame/s]'); sys.stderr.flush(); time.sleep(0.05)\n"
         "print('mocap: error: no person found in clip.mp4', file=sys.stderr)\n"
         "sys.exit(1)\n"
     )
@@ -121,7 +123,8 @@ def test_runner_parses_progress_and_errors(tmp_path: Path) -> None:
     while (code := job.poll()) is None:
         seen.append(job.progress.fraction)
     assert code == 1
-    assert max(seen + [job.progress.fraction]) == pytest.approx(0.8)  # 4/4 frames = 80 % of a run
+    # 4/8 frames = 5 % + half of the 75 % the frames make of a run; the download bar is no progress
+    assert max(seen + [job.progress.fraction]) == pytest.approx(0.05 + 0.75 / 2)
     assert runner.error_line(job.output) == "no person found in clip.mp4"
     assert (
         runner.error_line("Traceback (most recent call last):\n  x\nValueError: bad")
@@ -130,6 +133,38 @@ def test_runner_parses_progress_and_errors(tmp_path: Path) -> None:
     cmd = runner.run_command("mocap", "v.mp4", "out", "lite", 1.0, 3.0, 2.0, "off")
     assert cmd[:3] == ["mocap", "run", "v.mp4"] and cmd[-4:-2] == ["--start", "1"]
     assert "--foot-lock" in cmd and cmd[cmd.index("--foot-lock") + 1] == "off"
+
+
+def test_runner_on_a_pipe_never_blocks_a_talkative_child(tmp_path: Path) -> None:
+    """Without a pty (Windows), a thread drains the pipe: a child that writes far more than a
+    pipe holds still finishes, and its stage lines show while it runs."""
+    runner = _load_runner()
+    script = (
+        "import sys, time\n"
+        "print('mocap: model: lite', flush=True)\n"
+        "sys.stdout.write('warning: chatty\\n' * 40000); sys.stdout.flush()\n"  # ~640 KB
+        "time.sleep(1.0)\n"
+        "print('mocap: outputs in out/', flush=True)\n"
+    )
+    job = runner.MocapJob([[sys.executable, "-c", script]], use_pty=False)
+    started, seen = time.monotonic(), []
+    while (code := job.poll()) is None:
+        assert time.monotonic() - started < 60, "the child blocked on its pipe"
+        seen.append(job.progress.label)
+        time.sleep(0.02)
+    assert code == 0
+    assert "loading the model" in seen  # read while the child ran, not only at its end
+    assert job.output.count("warning: chatty") == 40000 and "outputs in out/" in job.output
+    assert job.progress.fraction == 1.0
+
+
+def test_find_mocap_wants_an_executable(tmp_path: Path) -> None:
+    runner = _load_runner()
+    script = tmp_path / "mocap"
+    script.write_text("#!/bin/sh\n")
+    assert runner.find_mocap(str(script)) is None  # a file, not executable: not mocap
+    script.chmod(0o755)
+    assert runner.find_mocap(str(script)) == str(script)
 
 
 @needs_bpy
@@ -322,3 +357,55 @@ def test_child_errors_are_one_readable_line(addon_zip, tmp_path: Path) -> None:
     assert error and "\n" not in error and "Traceback" not in error and "notes.mp4" in error
     assert result["report"].strip() == f"Error: mocap: {error}"  # what Blender shows: that one line
     assert result["scene"]["objects"] == []
+
+
+@needs_bpy
+@needs_clip
+def test_a_second_import_in_one_file_keeps_clip_and_person_names(ran, addon_zip, tmp_path):
+    motion = _result_dir(ran[0]) / "motion.npz"
+    result, _ = _blender("twice", addon_zip, motion, tmp_path)
+    assert result["operator"] == ["FINISHED"], result["error"]
+    people = sorted(ran[0]["armatures"])
+    assert {f"{VIDEO.stem}_{p}" for p in people} <= set(result["first_actions"])
+    second = {f"again_{p}" for p in people}  # not again_person_1.001 after Blender's renaming
+    assert second <= set(result["scene"]["actions"]), result["scene"]["actions"]
+    assert all(name in result["result"] for name in second)
+
+
+@needs_bpy
+@needs_clip
+def test_a_failed_import_leaves_the_scene_and_the_rig_as_they_were(ran, addon_zip, tmp_path):
+    motion = _result_dir(ran[0]) / "motion.npz"
+    result, _ = _blender("rollback", addon_zip, motion, tmp_path)
+    assert result["operator"] == ["CANCELLED"]
+    assert "injected failure" in result["error"] and "\n" not in result["error"]
+    assert "Traceback" not in result.get("report", "")
+    assert result["after"] == result["before"]  # objects, actions, collections, camera, fps...
+    assert result["rig_after"] == result["rig_before"]  # parents, muted constraints, action
+    assert result["runs_left"] == []  # the job's folder is gone
+
+
+@needs_bpy
+def test_a_broken_bvh_or_a_mocap_that_is_no_program_is_one_line(addon_zip, tmp_path):
+    bvh = tmp_path / "broken.bvh"
+    bvh.write_text("HIERARCHY\nROOT Hips\n{\n  OFFSET 0.0 0.0\n")
+    result, _ = _blender("badbvh", addon_zip, bvh, tmp_path)
+    assert result["operator"] == ["CANCELLED"], result
+    report = result["report"].strip().splitlines()
+    assert len(report) == 1 and "mocap: cannot read broken.bvh" in report[0], result["report"]
+    assert result["after"] == result["before"]
+    notexe = tmp_path / "mocap.txt"
+    notexe.write_text("not a program\n")
+    result, _ = _blender("noexec", addon_zip, notexe, tmp_path)
+    report = result["report"].strip().splitlines()
+    assert result["operator"] == ["CANCELLED"] and len(report) == 1, result
+    assert "the mocap command was not found at" in report[0] and str(notexe) in report[0]
+
+
+@needs_bpy
+@needs_clip
+def test_loading_a_file_mid_run_stops_the_child_and_frees_the_add_on(addon_zip, tmp_path):
+    result, _ = _blender("reload", addon_zip, VIDEO, tmp_path)
+    assert result["returncode"] is not None  # the child is stopped, not left running unseen
+    assert not result["owned_exists"]  # its half-written folder removed
+    assert not result["running"] and not result["state_running"]  # and Run works again

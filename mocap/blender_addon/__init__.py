@@ -19,12 +19,11 @@ def register() -> None:
     for cls in _CLASSES:
         bpy.utils.register_class(cls)
     props.register()
+    operators.register()
 
 
 def unregister() -> None:
-    for controller in list(operators.ACTIVE.values()):
-        controller.job.cancel()
-    operators.ACTIVE.clear()
+    operators.unregister()  # stops a running job and removes what it wrote
     props.unregister()
     for cls in reversed(_CLASSES):
         bpy.utils.unregister_class(cls)

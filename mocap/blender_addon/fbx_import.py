@@ -80,7 +80,7 @@ def import_fbx_scene(
     here.collection.children.link(collection)
     objects = import_fbx(path, collection)
     done = importer.Imported()
-    done.people = sorted(o.name for o in objects if o.type == "ARMATURE")
+    done.people = sorted(importer.person_name(o) for o in objects if o.type == "ARMATURE")
     keep = [
         o for o in objects if (armatures and o.type != "CAMERA") or (camera and o.type == "CAMERA")
     ]

@@ -13,7 +13,9 @@ appended scene removed again. A retargeted run also writes one ``.blend`` per pe
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +32,15 @@ class Imported:
     camera: str = ""
 
 
+_COPY_SUFFIX = re.compile(r"\.\d{3,}$")
+
+
+def person_name(obj: bpy.types.Object) -> str:
+    """The person an imported armature is, as mocap named it: Blender renames an object that
+    meets one of the same name (a second run in one file: ``person_1`` -> ``person_1.001``)."""
+    return _COPY_SUFFIX.sub("", obj.name)
+
+
 def record_imported(
     obj: bpy.types.Object, clip: str, here: bpy.types.Scene, done: Imported
 ) -> None:
@@ -38,10 +49,94 @@ def record_imported(
     done.objects.append(obj.name)
     action = obj.animation_data.action if obj.animation_data else None
     if obj.type == "ARMATURE" and action is not None:
-        action.name = f"{clip}_{obj.name}"
+        action.name = f"{clip}_{person_name(obj)}"
         done.actions.append(action.name)
     if obj.type == "CAMERA":
         here.camera, done.camera = obj, obj.name
+
+
+# What an import may add: every new datablock of these kinds is removed again when it fails.
+_KINDS = (
+    "objects", "collections", "actions", "armatures", "meshes", "materials", "cameras", "lights",
+    "movieclips", "images", "textures", "node_groups", "worlds", "scenes", "shape_keys",
+)  # fmt: skip
+_RENDER = ("fps", "fps_base", "resolution_x", "resolution_y", "resolution_percentage")
+
+
+def _datablocks() -> set[bpy.types.ID]:
+    return {d for kind in _KINDS for d in getattr(bpy.data, kind, ())}
+
+
+@contextmanager
+def rollback(scene: bpy.types.Scene, armature: bpy.types.Object | None = None) -> Iterator[None]:
+    """Undo an import that fails part-way: the datablocks it added are removed; the scene's
+    camera, fps, frame range and render size and ``armature``'s action, bone parents, muted
+    constraints and rotation modes (what :func:`adopt` changes) are put back."""
+    before, render = _datablocks(), {a: getattr(scene.render, a) for a in _RENDER}
+    frames, camera = (scene.frame_start, scene.frame_end), scene.camera
+    rig = _rig_state(armature) if armature is not None else None
+    try:
+        yield
+    except BaseException:
+        scene.camera = camera
+        for attr, value in render.items():
+            setattr(scene.render, attr, value)
+        scene.frame_start, scene.frame_end = frames
+        if armature is not None and rig is not None:
+            _restore_rig(armature, rig)
+        added = list(_datablocks() - before)
+        if added:
+            bpy.data.batch_remove(added)
+        raise
+
+
+@dataclass
+class _RigState:
+    action: bpy.types.Action | None
+    parents: dict[str, tuple[str, bool]]  # bone -> (parent, use_connect)
+    muted: dict[tuple[str, str], bool]
+    rotation_modes: dict[str, str]
+
+
+def _rig_state(armature: bpy.types.Object) -> _RigState:
+    anim = armature.animation_data
+    return _RigState(
+        anim.action if anim is not None else None,
+        {b.name: (b.parent.name if b.parent else "", b.use_connect) for b in armature.data.bones},
+        {(pb.name, c.name): c.mute for pb in armature.pose.bones for c in pb.constraints},
+        {pb.name: pb.rotation_mode for pb in armature.pose.bones},
+    )
+
+
+def _restore_rig(armature: bpy.types.Object, saved: _RigState) -> None:
+    if armature.animation_data is not None:
+        armature.animation_data.action = saved.action
+    now = _rig_state(armature)
+    if now.parents != saved.parents:
+        with _edit_mode(armature):
+            edit = armature.data.edit_bones
+            for bone, (parent, connect) in saved.parents.items():
+                if bone in edit:
+                    edit[bone].parent = edit.get(parent) if parent else None
+                    edit[bone].use_connect = connect
+    for pb in armature.pose.bones:
+        for con in pb.constraints:
+            con.mute = saved.muted.get((pb.name, con.name), con.mute)
+        pb.rotation_mode = saved.rotation_modes.get(pb.name, pb.rotation_mode)
+
+
+@contextmanager
+def _edit_mode(armature: bpy.types.Object) -> Iterator[None]:
+    """``armature`` in Edit mode for the block, then back in its mode, the active object kept."""
+    layer = bpy.context.view_layer
+    active, mode = layer.objects.active, armature.mode
+    layer.objects.active = armature
+    bpy.ops.object.mode_set(mode="EDIT")
+    try:
+        yield
+    finally:
+        bpy.ops.object.mode_set(mode=mode if mode in ("OBJECT", "POSE") else "OBJECT")
+        layer.objects.active = active
 
 
 def reads_mocap_blend() -> bool:
@@ -74,7 +169,7 @@ def import_scene(
     loaded = _load_scene(path)
     done = Imported()
     objects = list(loaded.objects)
-    done.people = sorted(o.name for o in objects if o.type == "ARMATURE")
+    done.people = sorted(person_name(o) for o in objects if o.type == "ARMATURE")
     keep = [
         o for o in objects if (armatures and o.type != "CAMERA") or (camera and o.type == "CAMERA")
     ]
@@ -147,16 +242,11 @@ def adopt(
     changed = {b: p for b, p in parents.items() if b in bones and p in bones
                and (bones[b].parent.name if bones[b].parent else "") != p}  # fmt: skip
     if changed:
-        layer = bpy.context.view_layer
-        active, mode = layer.objects.active, armature.mode
-        layer.objects.active = armature
-        bpy.ops.object.mode_set(mode="EDIT")
-        edit = armature.data.edit_bones
-        for bone, parent in changed.items():
-            edit[bone].use_connect = False
-            edit[bone].parent = edit[parent]
-        bpy.ops.object.mode_set(mode=mode if mode in ("OBJECT", "POSE") else "OBJECT")
-        layer.objects.active = active
+        with _edit_mode(armature):
+            edit = armature.data.edit_bones
+            for bone, parent in changed.items():
+                edit[bone].use_connect = False
+                edit[bone].parent = edit[parent]
     for bone, name in muted:  # name "*": every constraint of the bone
         pb = armature.pose.bones.get(bone)
         for con in pb.constraints if pb is not None else ():
@@ -217,6 +307,8 @@ def import_bvh(path: Path, context: bpy.types.Context) -> Imported:
 def save_armature_copy(armature: bpy.types.Object, path: Path) -> None:
     """Write the armature and the meshes it deforms to ``path`` in a scene of their own (what
     ``mocap retarget --rig`` opens); the open file is left as it was."""
+    if armature.mode == "EDIT":  # edits not yet in the armature's data
+        armature.update_from_editmode()
     scene = bpy.data.scenes.new("mocap_rig_copy")
     try:
         scene.collection.objects.link(armature)

@@ -4,14 +4,20 @@ A :class:`Controller` owns one job and what to import when it succeeds; the moda
 its :meth:`Controller.step` every 0.25 s, so Blender never waits on the child. Without a window
 (``blender --background``, tests) ``execute`` steps it in a loop instead. Nothing touches the
 scene before the child has succeeded: on Cancel or an error the output folder is removed and the
-scene is as it was; the error is the CLI's one ``mocap: error:`` line, never a traceback.
+scene is as it was; an import that fails part-way is rolled back (:func:`.importer.rollback`);
+the error is the CLI's one ``mocap: error:`` line, never a traceback. Loading a file, closing the
+window or quitting mid-run stops the child and removes its folder (:func:`stop_all`).
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import os
 import shutil
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,16 +51,22 @@ class Controller:
     fmt: str = "blend"  # what mocap writes: blend, or fbx where Blender cannot read its .blend
     footage: str = ""  # the video (shown behind an FBX run's camera)
     info_dir: Path | None = None  # holds the run's run.json (render size of an FBX run)
+    scene: str = ""  # the scene Run was pressed in: the result goes there
+    armature_uid: int = -1  # the target's session_uid: found again if renamed meanwhile
 
     def step(self, context: bpy.types.Context) -> str:
         """RUNNING, FINISHED, CANCELLED or FAILED (state and reports updated)."""
         state = context.window_manager.mocap_state
         if state.cancel_requested:
-            self.job.cancel()
-            self._discard(state)
+            self.stop(state)
             state.label = "cancelled"
             return "CANCELLED"
-        code = self.job.poll()
+        try:
+            code = self.job.poll()
+        except OSError as exc:  # the next command could not start
+            self._discard(state)
+            state.last_error = _one_line(exc)
+            return "FAILED"
         state.progress, state.label = self.job.progress.fraction, self.job.progress.label
         if code is None:
             return "RUNNING"
@@ -64,14 +76,22 @@ class Controller:
             return "FAILED"
         try:
             done = self._import(context)
-        except (RuntimeError, OSError) as exc:
+        except Exception as exc:  # the scene is as it was (rollback); one line in the UI
+            traceback.print_exc()  # the whole story in the system console
             self._discard(state)
             state.last_error = f"importing the result failed: {_one_line(exc)}"
             return "FAILED"
+        for scratch in ("rig", "retarget"):  # copies of the user's rig, already imported
+            shutil.rmtree(self.owned / scratch, ignore_errors=True)
         state.running, state.last_error = False, ""
         state.last_result = f"{', '.join(done.actions) or 'no action'} ({self.result_dir})"
         ACTIVE.pop("job", None)
         return "FINISHED"
+
+    def stop(self, state: bpy.types.PropertyGroup, grace: float = 5.0) -> None:
+        """Stop the child and remove everything the job wrote; nothing was imported."""
+        self.job.cancel(grace)
+        self._discard(state)
 
     def _scene(self, path: Path, armatures: bool, context: bpy.types.Context) -> importer.Imported:
         if self.fmt == "blend":
@@ -85,22 +105,38 @@ class Controller:
         )  # fmt: skip
 
     def _import(self, context: bpy.types.Context) -> importer.Imported:
+        """Bring the result into the scene Run was pressed in, all of it or nothing."""
         scene = self.result_dir / f"people.{self.fmt}"
         if not scene.is_file():
             raise RuntimeError(f"mocap wrote no {scene.name} in {self.result_dir}")
+        here = bpy.data.scenes.get(self.scene) or context.scene
+        if context.window is not None and context.window.scene != here:
+            context.window.scene = here
+        if context.mode != "OBJECT" and context.object is not None:
+            bpy.ops.object.mode_set(mode="OBJECT")  # (Edit or Sculpt mode elsewhere meanwhile)
         if not self.armature:
-            return self._scene(scene, True, context)
-        target = bpy.data.objects.get(self.armature)
+            with importer.rollback(here):
+                return self._scene(scene, True, context)
+        target = self._target()
+        with importer.rollback(here, target):
+            done = self._scene(scene, False, context)
+            assert self.retarget_out is not None
+            files = importer.retarget_files(self.retarget_out, done.people)
+            if len(files) != len(done.people):
+                raise RuntimeError("mocap retarget wrote no file for " + ", ".join(
+                    sorted(set(done.people) - set(files))))  # fmt: skip
+            load = fbx_import.load_retargeted if self.fmt == "fbx" else importer.load_retargeted
+            importer.apply_retargeted(files, self.clip, target, done, load)
+        return done
+
+    def _target(self) -> bpy.types.Object:
+        """The armature chosen at Run, by its session id (it may have been renamed since)."""
+        target = next((o for o in bpy.data.objects
+                       if getattr(o, "session_uid", -2) == self.armature_uid), None)  # fmt: skip
+        target = target or bpy.data.objects.get(self.armature)
         if target is None or target.type != "ARMATURE":
             raise RuntimeError(f"the armature {self.armature!r} is gone")
-        done = self._scene(scene, False, context)
-        assert self.retarget_out is not None
-        files = importer.retarget_files(self.retarget_out, done.people)
-        if not files:
-            raise RuntimeError("mocap retarget wrote no file")
-        load = fbx_import.load_retargeted if self.fmt == "fbx" else importer.load_retargeted
-        importer.apply_retargeted(files, self.clip, target, done, load)
-        return done
+        return target
 
     def _discard(self, state: bpy.types.PropertyGroup) -> None:
         shutil.rmtree(self.owned, ignore_errors=True)
@@ -140,7 +176,7 @@ def _bone_map(settings: bpy.types.PropertyGroup) -> str:
 
 
 def _mocap(context: bpy.types.Context) -> str:
-    configured = bpy.path.abspath(preferences(context).mocap_path)
+    configured = _preference_path(preferences(context).mocap_path)
     found = find_mocap(configured)
     if found is None:
         where = f"at {configured}" if configured else "on PATH"
@@ -150,11 +186,29 @@ def _mocap(context: bpy.types.Context) -> str:
     return found
 
 
+def _preference_path(value: str) -> str:
+    """A path from the preferences (global, so never relative to the open .blend): ``~`` expanded."""
+    return os.path.expanduser(value) if value else ""
+
+
 def _workdir(context: bpy.types.Context) -> Path:
-    base = bpy.path.abspath(preferences(context).output_dir) or None
-    if base:
-        Path(base).mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix="mocap-", dir=base))
+    base = _preference_path(preferences(context).output_dir) or None
+    try:
+        if base:
+            Path(base).mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix="mocap-", dir=base))
+    except OSError as exc:
+        where = base or tempfile.gettempdir()
+        raise MocapUserError(
+            f"cannot write in the output folder {where} ({exc.strerror or exc}); "
+            "choose another in the add-on preferences"
+        ) from None
+
+
+def _clip_name(video: Path) -> str:
+    """The folder ``mocap run`` names after the clip (mocap.pipeline.staging.clip_name's rule)."""
+    name = video.name if video.is_dir() else video.stem
+    return name.lstrip(".").strip() or video.name.lstrip(".").strip() or "clip"
 
 
 def start(context: bpy.types.Context, motion: str = "") -> Controller:
@@ -162,23 +216,52 @@ def start(context: bpy.types.Context, motion: str = "") -> Controller:
     if "job" in ACTIVE:
         raise MocapUserError("mocap is already running")
     settings, mocap, armature = context.scene.mocap, _mocap(context), _target(context)
-    foot = settings.foot_lock
     bone_map = _bone_map(settings) if armature else "auto"  # checked before anything is made
+    motion_path = video = None
     if motion:
         motion_path = Path(bpy.path.abspath(motion)).resolve()
         if not motion_path.is_file():
             raise MocapUserError(f"{motion_path} does not exist")
-        clip = motion_path.parent.name
+        clip = motion_path.parent.name if motion_path.stem == "motion" else motion_path.stem
     else:
         video = Path(bpy.path.abspath(settings.video)).resolve() if settings.video else None
         if video is None or not video.exists():
             raise MocapUserError(
                 "choose a video file first" if video is None else f"{video} does not exist"
             )
-        clip = (video.name if video.is_dir() else video.stem).lstrip(".").strip() or "clip"
+        clip = _clip_name(video)
     owned, fmt = _workdir(context), importer.output_format()
+    try:
+        controller = _prepare(
+            context, owned, fmt, mocap, armature, bone_map, clip, motion_path, video
+        )
+    except Exception as exc:  # (the rig copy, the child's start...): one line, nothing left
+        traceback.print_exc()
+        shutil.rmtree(owned, ignore_errors=True)
+        raise MocapUserError(f"mocap could not start: {_one_line(exc)}") from None
+    state = context.window_manager.mocap_state
+    state.running, state.cancel_requested, state.progress = True, False, 0.0
+    state.last_error = state.last_result = ""
+    ACTIVE["job"] = controller
+    return controller
+
+
+def _prepare(
+    context: bpy.types.Context,
+    owned: Path,
+    fmt: str,
+    mocap: str,
+    armature: str,
+    bone_map: str,
+    clip: str,
+    motion: Path | None,
+    video: Path | None,
+) -> Controller:
+    """The job's commands, the rig copy it retargets onto, and the controller (child started)."""
+    settings, foot = context.scene.mocap, context.scene.mocap.foot_lock
     result_dir = owned / "export" if motion else owned / clip
-    if motion:
+    if motion is not None:
+        motion_path = motion
         commands = [export_command(mocap, str(motion_path), str(result_dir), foot, fmt)]
     else:
         motion_path = result_dir / "motion.npz"
@@ -194,16 +277,59 @@ def start(context: bpy.types.Context, motion: str = "") -> Controller:
             retarget_command(mocap, str(motion_path), str(rig), str(retarget_out), foot, bone_map)
         )
     weights = [1.0] if len(commands) == 1 else ([0.5, 0.5] if motion else [0.85, 0.15])
-    controller = Controller(
+    uid = getattr(bpy.data.objects[armature], "session_uid", -1) if armature else -1
+    return Controller(
         MocapJob(commands, weights), result_dir, clip, armature, owned, retarget_out,
-        settings.camera, fmt, "" if motion else str(video), motion_path.parent,
+        settings.camera, fmt, str(video or ""), motion_path.parent, context.scene.name, uid,
     )  # fmt: skip
 
-    state = context.window_manager.mocap_state
-    state.running, state.cancel_requested, state.progress = True, False, 0.0
-    state.last_error = state.last_result = ""
-    ACTIVE["job"] = controller
-    return controller
+
+def running() -> bool:
+    """Whether a job runs in this Blender session (never read from a saved file's state)."""
+    return "job" in ACTIVE
+
+
+def stop_all(grace: float = 1.0) -> None:
+    """Stop the running job, if any, and remove what it wrote (file load, quit, disable)."""
+    controller = ACTIVE.pop("job", None)
+    if controller is None:
+        return
+    controller.job.cancel(grace)
+    shutil.rmtree(controller.owned, ignore_errors=True)
+    with contextlib.suppress(AttributeError, ReferenceError, RuntimeError):  # (at exit: no bpy)
+        state = bpy.context.window_manager.mocap_state
+        state.running = state.cancel_requested = False
+        state.progress, state.label = 0.0, "stopped"
+
+
+@bpy.app.handlers.persistent
+def _on_load_pre(*_args: object) -> None:
+    stop_all()
+
+
+@bpy.app.handlers.persistent
+def _on_load_post(*_args: object) -> None:
+    """A file saved mid-run holds ``running`` in its window manager: nothing runs now."""
+    if not running() and bpy.context.window_manager is not None:
+        state = bpy.context.window_manager.mocap_state
+        state.running = state.cancel_requested = False
+
+
+def register() -> None:
+    bpy.app.handlers.load_pre.append(_on_load_pre)
+    bpy.app.handlers.load_post.append(_on_load_post)
+    atexit.register(stop_all)
+
+
+def unregister() -> None:
+    stop_all()
+    for handlers, handler in (
+        (bpy.app.handlers.load_pre, _on_load_pre),
+        (bpy.app.handlers.load_post, _on_load_post),
+    ):
+        if handler in handlers:
+            handlers.remove(handler)
+    atexit.unregister(stop_all)
 
 
 def _redraw(context: bpy.types.Context) -> None:
@@ -220,6 +346,8 @@ class _Launch:
     motion = ""
     report: Callable[[set[str], str], None]  # bpy.types.Operator's
 
+    _workspace = None  # where the status bar text was set
+
     def launch(self, context: bpy.types.Context) -> set[str]:
         try:
             controller = start(context, self.motion)
@@ -232,6 +360,7 @@ class _Launch:
             return self.finish(context, status)
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.25, window=context.window)
+        self._workspace = context.workspace
         wm.modal_handler_add(self)
         return {"RUNNING_MODAL"}
 
@@ -239,16 +368,36 @@ class _Launch:
         if event.type != "TIMER":
             return {"PASS_THROUGH"}
         controller = ACTIVE.get("job")
-        status = controller.step(context) if controller is not None else "CANCELLED"
+        status = "CANCELLED"
+        try:
+            status = controller.step(context) if controller is not None else "CANCELLED"
+        finally:  # whatever happened, a job that is not running leaves no timer or text behind
+            if status != "RUNNING":
+                self._end(context)
         state = context.window_manager.mocap_state
         if status == "RUNNING":
-            context.workspace.status_text_set(f"mocap: {state.label} ({state.progress:.0%})")
+            self._status_text(context, f"mocap: {state.label} ({state.progress:.0%})")
             _redraw(context)
             return {"RUNNING_MODAL"}
-        context.window_manager.event_timer_remove(self._timer)
-        context.workspace.status_text_set(None)
-        _redraw(context)
         return self.finish(context, status)
+
+    def cancel(self, context: bpy.types.Context) -> None:
+        """Blender drops the modal (a file loaded, the window closed, quitting): stop the child
+        and remove what it wrote, so that nothing runs on unseen and Run works again."""
+        stop_all(grace=1.0)
+        self._end(context)
+
+    def _status_text(self, context: bpy.types.Context, text: str | None) -> None:
+        for workspace in {self._workspace, context.workspace} - {None}:
+            workspace.status_text_set(text)
+
+    def _end(self, context: bpy.types.Context) -> None:
+        if self._timer is not None:
+            context.window_manager.event_timer_remove(self._timer)
+            self._timer = None
+        with contextlib.suppress(ReferenceError):  # (a workspace of a file since closed)
+            self._status_text(context, None)
+        _redraw(context)
 
     def finish(self, context: bpy.types.Context, status: str) -> set[str]:
         state = context.window_manager.mocap_state
@@ -267,10 +416,11 @@ class MOCAP_OT_run(_Launch, bpy.types.Operator):
 
     bl_idname = "mocap.run"
     bl_label = "Run mocap"
+    bl_options = {"REGISTER", "UNDO"}  # the import is one undo step
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return not context.window_manager.mocap_state.running
+        return not running()
 
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
         return self.launch(context)
@@ -295,12 +445,13 @@ class MOCAP_OT_import_motion(_Launch, bpy.types.Operator, ImportHelper):
 
     bl_idname = "mocap.import_motion"
     bl_label = "Import motion.npz / BVH"
+    bl_options = {"REGISTER", "UNDO"}
 
     filter_glob: bpy.props.StringProperty(default="*.npz;*.bvh", options={"HIDDEN"})  # type: ignore[valid-type]
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return not context.window_manager.mocap_state.running
+        return not running()
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         path = Path(bpy.path.abspath(self.filepath))
@@ -308,7 +459,12 @@ class MOCAP_OT_import_motion(_Launch, bpy.types.Operator, ImportHelper):
             if not path.is_file():
                 self.report({"ERROR"}, f"mocap: {path} does not exist")
                 return {"CANCELLED"}
-            done = importer.import_bvh(path, context)
+            try:
+                with importer.rollback(context.scene):
+                    done = importer.import_bvh(path, context)
+            except (RuntimeError, OSError, ValueError) as exc:  # Blender's importer raises
+                self.report({"ERROR"}, f"mocap: cannot read {path.name}: {_one_line(exc)}")
+                return {"CANCELLED"}
             self.report({"INFO"}, f"mocap: imported {', '.join(done.actions)}")
             return {"FINISHED"}
         self.motion = str(path)

@@ -4,22 +4,29 @@ No ``bpy`` here (and no mocap import): the operators in :mod:`.operators` own on
 :class:`MocapJob` and call :meth:`MocapJob.poll` from a modal timer. A job is a queue of command
 lines run one after the other (``mocap run`` then, for a chosen armature, ``mocap retarget``).
 On POSIX the child writes into a pseudo-terminal, so that the pipeline shows its tqdm frame bar
-(which it hides on a pipe); elsewhere stage lines alone give the progress.
+(which it hides on a pipe); elsewhere a thread drains its pipe (so that it never blocks on a full
+one) and stage lines give the progress as they come.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import re
 import shutil
 import signal
 import subprocess
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
-# tqdm's bar: " 40%|####      | 2/5 [00:01<00:02, 1.9it/s]"
-_BAR = re.compile(r"(\d+)%\|[^|]*\|\s*(\d+)/(\d+)")
+# the pipeline's frame bar (tqdm, unit "frame"): "clip:  40%|####      | 2/5 [00:01<00:02, 1.9frame/s]";
+# other bars (a weights download: "... 1/3 [00:01<00:02, 1.0it/s]") are not the run's progress
+_BAR = re.compile(r"(\d+)%\|[^|]*\|\s*(\d+)/(\d+)\s*\[[^\]]*frame")
 # stage lines of `mocap run` -> rough progress (share of the whole run) and a label
 _STAGES = (
     ("mocap: model:", 0.05, "loading the model"),
@@ -31,10 +38,11 @@ _STAGES = (
 
 
 def find_mocap(configured: str = "") -> str | None:
-    """The mocap executable: the configured path when it exists, else ``mocap`` on PATH."""
+    """The mocap executable: the configured path when it is an executable file, else ``mocap``
+    on PATH."""
     if configured:
         path = Path(configured).expanduser()
-        return str(path) if path.is_file() else None
+        return str(path) if path.is_file() and os.access(path, os.X_OK) else None
     return shutil.which("mocap")
 
 
@@ -70,6 +78,8 @@ class MocapJob:
     _proc: subprocess.Popen[bytes] | None = None
     _fd: int | None = None
     _done: float = 0.0  # share of the finished commands
+    use_pty: bool = os.name == "posix"  # else a pipe, read by a thread
+    _chunks: queue.Queue[bytes | None] | None = None  # the pipe's output (None: its end)
 
     def __post_init__(self) -> None:
         if not self.weights:
@@ -83,26 +93,36 @@ class MocapJob:
         self._index += 1
         cmd = self.commands[self._index]
         env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="80")
-        if os.name == "posix":
+        if self.use_pty:
             import pty
 
             master, slave = pty.openpty()
-            self._proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=slave,
-                stderr=slave,
-                env=env,
-                start_new_session=True,
-            )
-            os.close(slave)
+            try:
+                self._proc = subprocess.Popen(
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=slave,
+                    stderr=slave,
+                    env=env,
+                    start_new_session=True,
+                )
+            except OSError:
+                os.close(master)
+                raise
+            finally:
+                os.close(slave)
             os.set_blocking(master, False)
             self._fd = master
         else:
             self._proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                env=env, creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0),
+                env=env, start_new_session=os.name == "posix",
+                creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0),
             )  # fmt: skip
+            self._chunks = queue.Queue()
+            threading.Thread(  # drains the pipe, so a talkative child never blocks on it
+                target=_pump, args=(self._proc.stdout, self._chunks), daemon=True
+            ).start()
         self.progress.label = Path(cmd[0]).name + " " + (cmd[1] if len(cmd) > 1 else "")
 
     def _read(self) -> None:
@@ -116,12 +136,12 @@ class MocapJob:
                     chunk += part
             except (BlockingIOError, OSError):  # nothing more now / the child closed the pty
                 pass
-        elif (
-            self._proc is not None
-            and self._proc.stdout is not None
-            and self._proc.poll() is not None
-        ):
-            chunk = self._proc.stdout.read()  # no pty: read when the command has finished
+        elif self._chunks is not None:
+            if self._proc is not None and self._proc.poll() is not None:
+                self._pumped()  # every byte the finished command wrote
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    chunk += self._chunks.get_nowait() or b""
         if chunk:
             text = chunk.decode("utf-8", "replace")
             self.output += text
@@ -160,26 +180,48 @@ class MocapJob:
         return None
 
     def cancel(self, grace: float = 5.0) -> None:
-        """Stop the child (SIGTERM: mocap removes its unfinished files), then kill it if needed."""
+        """Stop the child (SIGTERM: mocap removes its unfinished files), then kill it and its
+        process group if it has not stopped within ``grace`` seconds."""
         proc = self._proc
         if proc is not None and proc.poll() is None:
             try:
                 if os.name == "posix":
                     os.killpg(proc.pid, signal.SIGTERM)
                 else:
-                    proc.terminate()
+                    proc.send_signal(getattr(signal, "CTRL_BREAK_EVENT", signal.SIGTERM))
                 proc.wait(grace)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    if os.name == "posix":
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    else:
+                        proc.kill()
                 proc.wait()
             except ProcessLookupError:
                 pass
         self._close()
 
+    def _pumped(self, timeout: float = 2.0) -> None:
+        """Wait (briefly) for the pipe thread to have queued the finished child's last bytes."""
+        if self._chunks is None or self._proc is None or self._proc.stdout is None:
+            return
+        deadline = time.monotonic() + timeout
+        while not self._proc.stdout.closed and time.monotonic() < deadline:
+            time.sleep(0.01)
+
     def _close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _pump(stream: IO[bytes], chunks: queue.Queue[bytes | None]) -> None:
+    """Copy a pipe into ``chunks`` as the child writes it; close it at its end."""
+    with contextlib.suppress(OSError, ValueError):
+        while part := stream.read1(65536):  # type: ignore[attr-defined]
+            chunks.put(part)
+    chunks.put(None)
+    stream.close()
 
 
 def run_command(
