@@ -83,8 +83,8 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` through :func:`atomic_output`; returns ``path``."""
     path = Path(path)
-    with atomic_output(path) as tmp:
-        tmp.write_text(text)
+    with atomic_output(path) as tmp:  # (a clip name that was no UTF-8 is escaped, not fatal)
+        tmp.write_text(text, encoding="utf-8", errors="backslashreplace")
     return path
 
 

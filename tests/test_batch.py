@@ -4,6 +4,7 @@ per-clip logs, the progress bar's counts, and Ray flags without --ray."""
 import contextlib
 import io
 import json
+import re
 import subprocess
 import sys
 import time
@@ -16,6 +17,9 @@ from progress_watch import watching_progress
 from mocap.cli import main
 from mocap.motion import Motion
 from mocap.pipeline.batch_progress import BatchProgress
+
+# the corrupt clip's error: FFmpeg's probe finds no container, or (some builds) an audio one
+CORRUPT = r"not a readable video|has no video stream"
 
 VIDEOS = ("walking_crowd_1080p", "street_5frames_540p", "posetrack_5frames_mpeg4")
 pytestmark = pytest.mark.usefixtures("models_loaded_once")  # conftest
@@ -110,7 +114,7 @@ def test_manifest(first_batch: tuple[Path, Ran], inputs: Path) -> None:
         clips["walking_crowd_1080p"]["frames"] == 6 and clips["walking_crowd_1080p"]["people"] >= 2
     )
     assert clips["posetrack_5frames_mpeg4"]["frames"] == 5
-    assert "not a readable video" in clips["corrupt"]["error"]
+    assert re.search(CORRUPT, clips["corrupt"]["error"]), clips["corrupt"]["error"]
     assert manifest["settings"]["end"] == 0.2 and manifest["model"]
 
 
@@ -134,7 +138,7 @@ def test_each_converted_clip_keeps_its_log(first_batch: tuple[Path, Ran]) -> Non
         stamp = time.strptime(lines[0][:19], "%Y-%m-%d %H:%M:%S")
         assert abs(time.mktime(stamp) - time.time()) < 3600
         if name == "corrupt":
-            assert "error: corrupt: failed: " in lines[-1] and "not a readable video" in lines[-1]
+            assert "error: corrupt: failed: " in lines[-1] and re.search(CORRUPT, lines[-1])
         else:
             assert any("focal length not given" in line for line in lines), lines
             assert f"info: {name}: done: " in lines[-1] and " frames, " in lines[-1], lines
@@ -190,6 +194,7 @@ def test_second_batch_skips_finished_clips(
     # temporary logs of batches killed while writing one: removed when their process is gone
     gone = subprocess.Popen([sys.executable, "-c", ""])
     gone.wait()
+    gone.pid = 4_194_305  # above any pid_max: never alive (the exited one's pid may be reused)
     running = subprocess.Popen(["sleep", "60"])
     stale, owned, theirs = (out / "logs" / f".{VIDEOS[0]}.partial-{gone.pid}.log",
                             out / "logs" / f".{VIDEOS[1]}.partial-{running.pid}.log",

@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -20,6 +21,9 @@ import pytest
 from progress_watch import watching_progress
 
 from mocap.cli import main
+
+# the corrupt clip's error: FFmpeg's probe finds no container, or (some builds) an audio one
+CORRUPT = r"not a readable video|has no video stream"
 
 ray = pytest.importorskip("ray", reason="ray comes with the dev extra: pip install -e '.[dev]'")
 
@@ -66,7 +70,8 @@ def _batch(argv: list[str]) -> Ran:
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
     """One local Ray for the module (starting one takes ~15 s): `--ray` joins it."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    os.environ.pop("RAY_ADDRESS", None)  # never a cluster someone else started
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -124,7 +129,8 @@ def on_ray(
     killer = _KillWhenStaging(out, KILLED)
     killer.start()
     try:
-        ran = _batch([str(inputs), "-o", str(out), *flags, "--ray", "--workers", "2"])
+        # 3 workers asked of a 2-CPU Ray: 2 (a third it cannot place would hold its clip forever)
+        ran = _batch([str(inputs), "-o", str(out), *flags, "--ray", "--workers", "3"])
     finally:
         killer.stop.set()
     return out, ran, killer.killed
@@ -148,6 +154,46 @@ def test_same_bytes_as_sequential_although_a_worker_was_killed(
         os.kill(killed, 0)
 
 
+def test_workers_are_capped_at_what_the_cluster_can_place(on_ray: tuple[Path, Ran, int]) -> None:
+    _, ran, _ = on_ray
+    assert "--workers 3, but the Ray cluster has room for 2 now: 2 workers" in ran.stderr
+    assert "on 2 Ray workers" in ran.stdout + ran.stderr
+
+
+def test_plan_follows_the_free_resources_and_the_device() -> None:
+    """Without a cluster: the worker count and GPU share from the flags and what is free."""
+    import argparse
+
+    from mocap.errors import MocapError
+    from mocap.pipeline.ray_batch import _actor_env, _plan
+
+    class FakeRay:
+        def __init__(self, total: dict[str, float], free: dict[str, float]) -> None:
+            self.total, self.free = total, free
+
+        def cluster_resources(self) -> dict[str, float]:
+            return self.total
+
+        def available_resources(self) -> dict[str, float]:
+            return self.free
+
+    def args(**kw: object) -> argparse.Namespace:
+        base = {"workers": None, "gpus_per_worker": None, "retries": None, "device": "auto"}
+        return argparse.Namespace(**{**base, **kw})
+
+    gpu_node = FakeRay({"CPU": 16.0, "GPU": 2.0}, {"CPU": 16.0, "GPU": 2.0})
+    assert _plan(gpu_node, args(), 10) == (2, 1.0)  # one worker per GPU
+    assert _plan(gpu_node, args(gpus_per_worker=0.5), 10) == (4, 0.5)
+    assert _plan(gpu_node, args(device="cpu"), 10) == (10, 0.0)  # CPU workers, not 2 GPU ones
+    assert _actor_env(2.0, 0.0) == {"runtime_env": {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}}
+    assert _actor_env(2.0, 1.0) == {} and _actor_env(0.0, 0.0) == {}
+    busy = FakeRay({"CPU": 8.0, "GPU": 2.0}, {"CPU": 8.0, "GPU": 1.0})  # a GPU in use elsewhere
+    assert _plan(busy, args(workers=2), 10) == (1, 1.0)
+    full = FakeRay({"CPU": 2.0}, {"CPU": 0.0})
+    with pytest.raises(MocapError, match="no room for a worker now"):
+        _plan(full, args(), 3)
+
+
 def test_bad_clip_reported_and_manifest(on_ray: tuple[Path, Ran, int]) -> None:
     out, ran, _ = on_ray
     errors = [line for line in ran.stderr.splitlines() if "failed" in line]
@@ -155,7 +201,7 @@ def test_bad_clip_reported_and_manifest(on_ray: tuple[Path, Ran, int]) -> None:
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"] == {"done": 3, "skipped": 0, "failed": 1}
     clips = {c["name"]: c for c in manifest["clips"]}
-    assert "not a readable video" in clips["corrupt"]["error"]
+    assert re.search(CORRUPT, clips["corrupt"]["error"]), clips["corrupt"]["error"]
     assert (
         clips["walking_crowd_1080p"]["frames"] == 6 and clips["posetrack_5frames_mpeg4"]["people"]
     )

@@ -135,10 +135,12 @@ def _connect(ray: Any, address: str) -> bool:
 
 
 def _plan(ray: Any, args: argparse.Namespace, clips: int) -> tuple[int, float]:
-    """(workers, GPUs per worker) from the flags and the cluster's resources."""
-    have = ray.cluster_resources()
+    """(workers, GPUs per worker) from the flags and the cluster's free resources: never more
+    workers than it can place now (a worker it cannot place would hold its clips forever)."""
+    have, free = ray.cluster_resources(), ray.available_resources()
     gpus = have.get("GPU", 0.0)
-    per = args.gpus_per_worker if args.gpus_per_worker is not None else (1.0 if gpus else 0.0)
+    on_gpus = gpus > 0 and getattr(args, "device", "auto") != "cpu"
+    per = args.gpus_per_worker if args.gpus_per_worker is not None else (1.0 if on_gpus else 0.0)
     if per < 0 or (args.workers is not None and args.workers < 1) or _retries(args) < 0:
         raise MocapError("--workers must be 1 or more, --gpus-per-worker and --retries 0 or more")
     if per > 0 and gpus < per:
@@ -146,8 +148,27 @@ def _plan(ray: Any, args: argparse.Namespace, clips: int) -> tuple[int, float]:
             f"--gpus-per-worker {per:g} but the Ray cluster has {gpus:g} GPUs; "
             "pass --gpus-per-worker 0 to run on CPUs"
         )
-    fits = int(gpus // per) if per > 0 else int(have.get("CPU", 1.0))
-    return max(1, min(args.workers or fits, clips)), per
+    cpus = int(free.get("CPU", 0.0))  # each worker holds one CPU
+    fits = min(cpus, int(free.get("GPU", 0.0) // per)) if per > 0 else cpus
+    if fits < 1:
+        what = f"{per:g} GPU and 1 CPU" if per > 0 else "1 CPU"
+        raise MocapError(
+            f"the Ray cluster has no room for a worker now (each needs {what}; free: "
+            f"{free.get('CPU', 0.0):g} CPUs, {free.get('GPU', 0.0):g} GPUs); wait for its other "
+            "jobs or add nodes"
+        )
+    if args.workers is not None and args.workers > fits:
+        log.warning("--workers %d, but the Ray cluster has room for %d now: %d workers",
+                    args.workers, fits, fits)  # fmt: skip
+    return min(args.workers or fits, fits, clips), per
+
+
+def _actor_env(cluster_gpus: float, per: float) -> dict[str, Any]:
+    """Ray options of a worker: one with no GPU reserved sees none (else Ray leaves every GPU
+    visible and `--device auto` puts all the workers on the first)."""
+    if per > 0 or cluster_gpus <= 0:
+        return {}
+    return {"runtime_env": {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}}
 
 
 def _clear_dead(out: Path, clip: str, where: tuple[int, str] | None) -> None:
@@ -281,7 +302,8 @@ class _Driver:
         self.ray, self.batch, self.retries = ray, batch, _retries(args)
         self.feed: Any = ray.remote(num_cpus=0)(ProgressFeed).remote()
         self.said: Any = self.feed.drain.remote()  # the drain in flight
-        self.remote = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=0)(ClipWorker)
+        options = _actor_env(ray.cluster_resources().get("GPU", 0.0), gpus)
+        self.remote = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=0, **options)(ClipWorker)
         self.idle = [self.start() for _ in range(workers)]
         self.queue, self.running = deque(todo), dict[Any, tuple[_Worker, _Clip]]()
         self.progress = BatchProgress(len(todo), batch.show)
@@ -307,9 +329,10 @@ class _Driver:
                             ClipStatus(str(clip.clip), clip.name, "interrupted",
                                        str(batch.out / clip.name))
                         )  # fmt: skip
-                    ref = worker.actor.convert.remote(
-                        str(clip.clip), clip.name, str(batch.out), batch.started, clip.attempt
-                    )
+                    ref = worker.actor.convert.remote(  # absolute: a worker's cwd may differ
+                        str(clip.clip.absolute()), clip.name, str(batch.out.absolute()),
+                        batch.started, clip.attempt,
+                    )  # fmt: skip
                     self.running[ref] = (worker, clip)
                 ready, _ = self.ray.wait(list(self.running), num_returns=1, timeout=POLL)
                 self.drain()

@@ -79,14 +79,21 @@ class ClipWorker:
     def convert(self, clip: str, name: str, out: str, started: float, attempt: int) -> WorkerReport:
         from mocap.pipeline.batch_cmd import convert_clip
 
+        sent: list[Any] = []  # the last call to the feed
+
         def tell(method: Any, value: Any) -> None:
             with contextlib.suppress(Exception):  # the feed is gone: the clip goes on
-                method.remote(name, attempt, value)
+                sent[:] = [method.remote(name, attempt, value)]
 
         outcome = convert_clip(
             Path(clip), name, Path(out), self.settings, self.engines, started,
             on_frames=lambda n: tell(self.feed.add_frames, n),
             on_line=lambda line: tell(self.feed.add_line, line),
         )  # fmt: skip
+        if sent:  # the feed runs calls in order: once the last is in, all this clip's progress is,
+            import ray  # before the driver hears the result
+
+            with contextlib.suppress(Exception):
+                ray.get(sent[0], timeout=5)
         model = self.loaded[0].model_label if self.loaded else ""
         return WorkerReport(outcome, model)
