@@ -5,6 +5,7 @@ import contextlib
 import io
 import json
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -157,6 +158,22 @@ def test_ray_flags_without_ray_are_one_error_line(inputs: Path, tmp_path: Path) 
     with contextlib.redirect_stdout(help_text), pytest.raises(SystemExit):
         main(["batch", "--help"])
     assert "--workers, --gpus-per-worker and --retries need --ray" in help_text.getvalue()
+
+
+def test_a_ray_address_nobody_answers_at_is_one_line_at_once(
+    inputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("ray")
+    with socket.socket() as free:  # a port nothing listens on
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    started = time.monotonic()
+    code = main(["batch", str(inputs), "-o", str(tmp_path / "o"), "--ray", f"127.0.0.1:{port}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1, err
+    assert err[0].startswith(f"mocap: error: nothing answers at the Ray address 127.0.0.1:{port}")
+    assert time.monotonic() - started < 10  # not Ray's 20 s of retries
+    assert not [p for p in (tmp_path / "o").iterdir() if p.is_dir()]  # nothing converted
 
 
 def test_no_clip_is_named_logs(tmp_path: Path) -> None:

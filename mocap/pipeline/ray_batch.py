@@ -115,10 +115,28 @@ def _import_ray() -> Any:
     return ray
 
 
+def _reachable(address: str, timeout: float = 3.0) -> None:
+    """Fail at once, in one line, for a ``HOST:PORT`` nobody answers at (Ray itself retries for
+    20 s or more before it says so)."""
+    match = re.fullmatch(r"(?:ray://)?\[?([^\]]+?)\]?:(\d+)", address)
+    if match is None:
+        return
+    host, port = match.group(1), int(match.group(2))
+    try:
+        socket.create_connection((host, port), timeout).close()
+    except OSError as exc:
+        raise MocapError(
+            f"nothing answers at the Ray address {address} ({exc.strerror or exc}); start the "
+            "cluster (`ray start --head`) or check HOST:PORT"
+        ) from None
+
+
 def _connect(ray: Any, address: str) -> bool:
     """Join (or, with auto and none running, start) Ray; True when this call started it."""
     if ray.is_initialized():  # a caller that set Ray up itself (tests, notebooks)
         return False
+    if address != "auto":
+        _reachable(address)
     try:
         ray.init(
             address=None if address == "auto" else address,
