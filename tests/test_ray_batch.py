@@ -160,22 +160,27 @@ def test_workers_are_capped_at_what_the_cluster_can_place(on_ray: tuple[Path, Ra
     assert "on 2 Ray workers" in ran.stdout + ran.stderr
 
 
-def test_plan_follows_the_free_resources_and_the_device() -> None:
+def test_plan_follows_the_free_resources_and_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without a cluster: the worker count and GPU share from the flags and what is free."""
     import argparse
 
     from mocap.errors import MocapError
+    from mocap.pipeline import ray_batch
     from mocap.pipeline.ray_batch import _actor_env, _plan
 
+    monkeypatch.setattr(ray_batch, "SETTLE", 1.0)
+
     class FakeRay:
-        def __init__(self, total: dict[str, float], free: dict[str, float]) -> None:
-            self.total, self.free = total, free
+        """``free``: what each look at the free resources finds (the last one from then on)."""
+
+        def __init__(self, total: dict[str, float], *free: dict[str, float]) -> None:
+            self.total, self.free = total, list(free)
 
         def cluster_resources(self) -> dict[str, float]:
             return self.total
 
         def available_resources(self) -> dict[str, float]:
-            return self.free
+            return self.free.pop(0) if len(self.free) > 1 else self.free[0]
 
     def args(**kw: object) -> argparse.Namespace:
         base = {"workers": None, "gpus_per_worker": None, "retries": None, "device": "auto"}
@@ -189,6 +194,8 @@ def test_plan_follows_the_free_resources_and_the_device() -> None:
     assert _actor_env(2.0, 1.0) == {} and _actor_env(0.0, 0.0) == {}
     busy = FakeRay({"CPU": 8.0, "GPU": 2.0}, {"CPU": 8.0, "GPU": 1.0})  # a GPU in use elsewhere
     assert _plan(busy, args(workers=2), 10) == (1, 1.0)
+    ending = FakeRay({"CPU": 2.0}, {"CPU": 1.0}, {"CPU": 1.0}, {"CPU": 2.0})  # a batch just ended
+    assert _plan(ending, args(workers=2), 10) == (2, 0.0)  # waits for its CPU, not 1 worker
     full = FakeRay({"CPU": 2.0}, {"CPU": 0.0})
     with pytest.raises(MocapError, match="no room for a worker now"):
         _plan(full, args(), 3)

@@ -99,6 +99,7 @@ def check_ray_flags(args: argparse.Namespace) -> None:
 RAY_FLAGS = ("workers", "gpus_per_worker", "retries")
 RETRIES = 2  # --retries' default
 POLL = 0.1  # seconds between two looks at the workers' progress
+SETTLE = 10.0  # seconds to wait for CPUs/GPUs a batch that just ended still holds
 
 
 @dataclass
@@ -166,8 +167,21 @@ def _plan(ray: Any, args: argparse.Namespace, clips: int) -> tuple[int, float]:
             f"--gpus-per-worker {per:g} but the Ray cluster has {gpus:g} GPUs; "
             "pass --gpus-per-worker 0 to run on CPUs"
         )
-    cpus = int(free.get("CPU", 0.0))  # each worker holds one CPU
-    fits = min(cpus, int(free.get("GPU", 0.0) // per)) if per > 0 else cpus
+
+    def room(free: dict[str, float]) -> int:
+        cpus = int(free.get("CPU", 0.0))  # each worker holds one CPU
+        return min(cpus, int(free.get("GPU", 0.0) // per)) if per > 0 else cpus
+
+    fits, want = room(free), min(args.workers or room(have), clips)
+    deadline = time.monotonic() + SETTLE
+
+    def held(free: dict[str, float]) -> bool:  # CPUs or GPUs in use by someone
+        return any(free.get(k, 0.0) < have.get(k, 0.0) for k in ("CPU", "GPU"))
+
+    while fits < want and held(free) and time.monotonic() < deadline:
+        time.sleep(0.2)  # held by workers of a batch that just ended: Ray frees them shortly
+        free = ray.available_resources()
+        fits = room(free)
     if fits < 1:
         what = f"{per:g} GPU and 1 CPU" if per > 0 else "1 CPU"
         raise MocapError(
