@@ -1,7 +1,7 @@
 """Runs inside a windowed Blender (under Xvfb) for benchmarks/blender_ui_screenshot.sh.
 
     blender --python blender_ui_screenshot.py -- \
-        ZIP MOCAP VIDEO OUT_DIR [--run]
+        ZIP MOCAP VIDEO OUT_DIR [--run | --retarget]
 
 Installs the extension ZIP (Preferences > Get Extensions > Install from Disk does the same),
 points its preferences at MOCAP, fills the panel with VIDEO and the lite model, opens the 3D
@@ -9,7 +9,9 @@ view's sidebar on the mocap tab and captures the X screen (``import -window root
 screen.screenshot reads back black under software GL) to OUT_DIR/panel.png. With ``--run`` it
 then presses Run as a user would (the modal operator, the child ``mocap run``), captures the
 panel while the child runs (running.png) and, once imported, the camera view over the footage
-(result.png). OUT_DIR/shot.json has Blender's version, the screen rectangles of the 3D view and
+(result.png). With ``--retarget`` it adds Rigify's human metarig, selects it and sets the target
+to the selected armature with a saved bone map (retarget.png: the panel's retarget rows).
+OUT_DIR/shot.json has Blender's version, the screen rectangles of the 3D view and
 its sidebar (pixels from the top left) and the panel's state at the end. Never imported by pytest.
 """
 
@@ -23,6 +25,7 @@ import bpy
 
 ZIP, MOCAP, VIDEO, OUT = sys.argv[sys.argv.index("--") + 1 :][:4]
 RUN = "--run" in sys.argv
+RETARGET = "--retarget" in sys.argv
 INFO: dict = {"blender": bpy.app.version_string, "shots": []}
 
 
@@ -105,6 +108,16 @@ def open_tab():
 
 @guarded
 def shot_panel():
+    if RETARGET:
+        bpy.ops.preferences.addon_enable(module="rigify")
+        bpy.ops.object.armature_human_metarig_add()  # selected and active
+        settings = bpy.context.scene.mocap
+        settings.target, settings.bone_map = "SELECTED", "FILE"
+        # a map as `mocap retarget --save-map` writes it (here the repo's Rigify preset)
+        settings.bone_map_file = str(Path(MOCAP).parents[2] / "exporters/bonemaps/rigify.json")
+        view3d()[0].tag_redraw()
+        bpy.app.timers.register(shot_retarget, first_interval=1.5)
+        return
     capture("panel")
     if not RUN:
         finish()
@@ -115,6 +128,12 @@ def shot_panel():
         result = bpy.ops.mocap.run("INVOKE_DEFAULT")  # what the Run button calls
     assert result == {"RUNNING_MODAL"}, result
     bpy.app.timers.register(watch, first_interval=0.5)
+
+
+@guarded
+def shot_retarget():
+    capture("retarget")
+    finish()
 
 
 @guarded

@@ -2,9 +2,10 @@
 # A real screenshot of the add-on's panel: a windowed Blender under Xvfb (software GL) in a Debian
 # chroot, the extension installed from the zip `mocap blender-addon` builds, the 3D view's sidebar
 # on the mocap tab. With --run it also presses Run on a short clip (the lite model, this repo's
-# `mocap` CLI) and captures the imported armatures in the camera view over the footage.
+# `mocap` CLI) and captures the imported armatures in the camera view over the footage; with
+# --retarget, the panel set to retarget onto a selected Rigify metarig with a saved bone map.
 #
-#   sudo bash benchmarks/blender_ui_screenshot.sh [--run] [OUT_DIR]  (default docs/img; from the repo root)
+#   sudo bash benchmarks/blender_ui_screenshot.sh [--run | --retarget] [OUT_DIR]  (default docs/img; from the repo root)
 #
 # Writes OUT_DIR/blender_panel.png (and with --run blender_running.png, blender_run.png), cropped
 # to the 3D view. Needs root (debootstrap, chroot, bind mounts) and debootstrap on the host; the
@@ -17,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 RUN=()
-if [ "${1:-}" = "--run" ]; then RUN=(--run); shift; fi
+if [ "${1:-}" = "--run" ] || [ "${1:-}" = "--retarget" ]; then RUN=("$1"); shift; fi
 DEST=$(realpath -m "${1:-docs/img}")
 SUITE=${SUITE:-sid}
 ROOT=${ROOT:-/tmp/blender-ui/$SUITE}
@@ -94,8 +95,10 @@ boxes = {  # the 3D view under Blender's top bar; the sidebar's panel alone whil
     "panel": (left, 0, left + width, top + height),
     "running": (s_left, s_top, s_left + s_width, s_top + min(s_height, 320)),
     "result": (left, 0, left + width, top + height),
+    "retarget": (s_left, s_top, s_left + s_width, s_top + min(s_height, 420)),
 }
-names = {"panel": "blender_panel", "running": "blender_running", "result": "blender_run"}
+names = {"panel": "blender_panel", "running": "blender_running", "result": "blender_run",
+         "retarget": "blender_retarget"}
 for name in info["shots"]:
     img = Image.open(shot / f"{name}.png").convert("RGB").crop(boxes[name])
     out, tmp = dest / f"{names[name]}.png", dest / f".{names[name]}.png.tmp"
