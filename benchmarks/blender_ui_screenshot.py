@@ -1,7 +1,7 @@
 """Runs inside a windowed Blender (under Xvfb) for benchmarks/blender_ui_screenshot.sh.
 
     blender --python blender_ui_screenshot.py -- \
-        ZIP MOCAP VIDEO OUT_DIR [--run | --retarget]
+        ZIP MOCAP VIDEO OUT_DIR [--run | --retarget | --reload]
 
 Installs the extension ZIP (Preferences > Get Extensions > Install from Disk does the same),
 points its preferences at MOCAP, fills the panel with VIDEO and the lite model, opens the 3D
@@ -11,6 +11,8 @@ then presses Run as a user would (the modal operator, the child ``mocap run``), 
 panel while the child runs (running.png) and, once imported, the camera view over the footage
 (result.png). With ``--retarget`` it adds Rigify's human metarig, selects it and sets the target
 to the selected armature with a saved bone map (retarget.png: the panel's retarget rows).
+With ``--reload`` it presses Run, then File > New while the child runs, and records in shot.json
+whether the child stopped, its folder went and the add-on is free again (no screenshot).
 OUT_DIR/shot.json has Blender's version, the screen rectangles of the 3D view and
 its sidebar (pixels from the top left) and the panel's state at the end. Never imported by pytest.
 """
@@ -24,7 +26,8 @@ from pathlib import Path
 import bpy
 
 ZIP, MOCAP, VIDEO, OUT = sys.argv[sys.argv.index("--") + 1 :][:4]
-RUN = "--run" in sys.argv
+RELOAD = "--reload" in sys.argv  # Run, then File > New mid-run
+RUN = "--run" in sys.argv or RELOAD
 RETARGET = "--retarget" in sys.argv
 INFO: dict = {"blender": bpy.app.version_string, "shots": []}
 
@@ -127,7 +130,23 @@ def shot_panel():
     with bpy.context.temp_override(window=win, screen=win.screen, area=area, region=sidebar):
         result = bpy.ops.mocap.run("INVOKE_DEFAULT")  # what the Run button calls
     assert result == {"RUNNING_MODAL"}, result
-    bpy.app.timers.register(watch, first_interval=0.5)
+    bpy.app.timers.register(reload if RELOAD else watch, first_interval=3.0 if RELOAD else 0.5)
+
+
+@guarded
+def reload():
+    import importlib
+
+    operators = importlib.import_module("bl_ext.user_default.mocap_blender.operators")
+    controller = operators.ACTIVE["job"]
+    proc, owned = controller.job._proc, controller.owned
+    INFO["before_reload"] = {"child_running": proc.poll() is None, "owned": owned.exists()}
+    bpy.ops.wm.read_homefile()  # File > New: Blender drops the modal handler
+    INFO["after_reload"] = {
+        "child_exit": proc.poll(), "owned": owned.exists(), "running": operators.running(),
+        "state_running": bool(bpy.context.window_manager.mocap_state.running),
+    }  # fmt: skip
+    finish()
 
 
 @guarded

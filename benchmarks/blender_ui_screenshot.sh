@@ -3,9 +3,10 @@
 # chroot, the extension installed from the zip `mocap blender-addon` builds, the 3D view's sidebar
 # on the mocap tab. With --run it also presses Run on a short clip (the lite model, this repo's
 # `mocap` CLI) and captures the imported armatures in the camera view over the footage; with
-# --retarget, the panel set to retarget onto a selected Rigify metarig with a saved bone map.
+# --retarget, the panel set to retarget onto a selected Rigify metarig with a saved bone map; with
+# --reload, File > New mid-run (shot.json says whether the child stopped; no picture).
 #
-#   sudo bash benchmarks/blender_ui_screenshot.sh [--run | --retarget] [OUT_DIR]  (default docs/img; from the repo root)
+#   sudo bash benchmarks/blender_ui_screenshot.sh [--run | --retarget | --reload] [OUT_DIR]  (default docs/img; from the repo root)
 #
 # Writes OUT_DIR/blender_panel.png (and with --run blender_running.png, blender_run.png), cropped
 # to the 3D view. Needs root (debootstrap, chroot, bind mounts) and debootstrap on the host; the
@@ -18,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 RUN=()
-if [ "${1:-}" = "--run" ] || [ "${1:-}" = "--retarget" ]; then RUN=("$1"); shift; fi
+case "${1:-}" in --run | --retarget | --reload) RUN=("$1"); shift ;; esac
 DEST=$(realpath -m "${1:-docs/img}")
 SUITE=${SUITE:-sid}
 ROOT=${ROOT:-/tmp/blender-ui/$SUITE}
