@@ -98,11 +98,15 @@ class _RigState:
     rotation_modes: dict[str, str]
 
 
+def _parents(armature: bpy.types.Object) -> dict[str, tuple[str, bool]]:
+    return {b.name: (b.parent.name if b.parent else "", b.use_connect) for b in armature.data.bones}
+
+
 def _rig_state(armature: bpy.types.Object) -> _RigState:
     anim = armature.animation_data
     return _RigState(
         anim.action if anim is not None else None,
-        {b.name: (b.parent.name if b.parent else "", b.use_connect) for b in armature.data.bones},
+        _parents(armature),
         {(pb.name, c.name): c.mute for pb in armature.pose.bones for c in pb.constraints},
         {pb.name: pb.rotation_mode for pb in armature.pose.bones},
     )
@@ -111,8 +115,7 @@ def _rig_state(armature: bpy.types.Object) -> _RigState:
 def _restore_rig(armature: bpy.types.Object, saved: _RigState) -> None:
     if armature.animation_data is not None:
         armature.animation_data.action = saved.action
-    now = _rig_state(armature)
-    if now.parents != saved.parents:
+    if _parents(armature) != saved.parents:
         with _edit_mode(armature):
             edit = armature.data.edit_bones
             for bone, (parent, connect) in saved.parents.items():

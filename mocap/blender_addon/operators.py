@@ -88,7 +88,7 @@ class Controller:
         ACTIVE.pop("job", None)
         return "FINISHED"
 
-    def stop(self, state: bpy.types.PropertyGroup, grace: float = 5.0) -> None:
+    def stop(self, state: bpy.types.PropertyGroup | None, grace: float = 5.0) -> None:
         """Stop the child and remove everything the job wrote; nothing was imported."""
         self.job.cancel(grace)
         self._discard(state)
@@ -138,9 +138,11 @@ class Controller:
             raise RuntimeError(f"the armature {self.armature!r} is gone")
         return target
 
-    def _discard(self, state: bpy.types.PropertyGroup) -> None:
+    def _discard(self, state: bpy.types.PropertyGroup | None) -> None:
+        """Remove the job's folder and free the add-on (``state`` None: bpy is gone, at exit)."""
         shutil.rmtree(self.owned, ignore_errors=True)
-        state.running, state.cancel_requested, state.progress = False, False, 0.0
+        if state is not None:
+            state.running, state.cancel_requested, state.progress = False, False, 0.0
         ACTIVE.pop("job", None)
 
 
@@ -291,15 +293,15 @@ def running() -> bool:
 
 def stop_all(grace: float = 1.0) -> None:
     """Stop the running job, if any, and remove what it wrote (file load, quit, disable)."""
-    controller = ACTIVE.pop("job", None)
+    controller = ACTIVE.get("job")
     if controller is None:
         return
-    controller.job.cancel(grace)
-    shutil.rmtree(controller.owned, ignore_errors=True)
+    state = None
     with contextlib.suppress(AttributeError, ReferenceError, RuntimeError):  # (at exit: no bpy)
         state = bpy.context.window_manager.mocap_state
-        state.running = state.cancel_requested = False
-        state.progress, state.label = 0.0, "stopped"
+    controller.stop(state, grace)
+    if state is not None:
+        state.label = "stopped"
 
 
 @bpy.app.handlers.persistent
@@ -367,10 +369,10 @@ class _Launch:
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
         if event.type != "TIMER":
             return {"PASS_THROUGH"}
-        controller = ACTIVE.get("job")
-        status = "CANCELLED"
+        controller, status = ACTIVE.get("job"), "CANCELLED"
         try:
-            status = controller.step(context) if controller is not None else "CANCELLED"
+            if controller is not None:
+                status = controller.step(context)
         finally:  # whatever happened, a job that is not running leaves no timer or text behind
             if status != "RUNNING":
                 self._end(context)

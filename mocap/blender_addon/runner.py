@@ -18,7 +18,6 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +79,7 @@ class MocapJob:
     _done: float = 0.0  # share of the finished commands
     use_pty: bool = os.name == "posix"  # else a pipe, read by a thread
     _chunks: queue.Queue[bytes | None] | None = None  # the pipe's output (None: its end)
+    _reader: threading.Thread | None = None  # copies the pipe into _chunks
 
     def __post_init__(self) -> None:
         if not self.weights:
@@ -120,9 +120,10 @@ class MocapJob:
                 creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0),
             )  # fmt: skip
             self._chunks = queue.Queue()
-            threading.Thread(  # drains the pipe, so a talkative child never blocks on it
+            self._reader = threading.Thread(  # drains the pipe: a talkative child never blocks
                 target=_pump, args=(self._proc.stdout, self._chunks), daemon=True
-            ).start()
+            )
+            self._reader.start()
         self.progress.label = Path(cmd[0]).name + " " + (cmd[1] if len(cmd) > 1 else "")
 
     def _read(self) -> None:
@@ -137,8 +138,12 @@ class MocapJob:
             except (BlockingIOError, OSError):  # nothing more now / the child closed the pty
                 pass
         elif self._chunks is not None:
-            if self._proc is not None and self._proc.poll() is not None:
-                self._pumped()  # every byte the finished command wrote
+            if (
+                self._reader is not None
+                and self._proc is not None
+                and self._proc.poll() is not None
+            ):
+                self._reader.join(2.0)  # every byte the finished command wrote is queued
             with contextlib.suppress(queue.Empty):
                 while True:
                     chunk += self._chunks.get_nowait() or b""
@@ -200,14 +205,6 @@ class MocapJob:
             except ProcessLookupError:
                 pass
         self._close()
-
-    def _pumped(self, timeout: float = 2.0) -> None:
-        """Wait (briefly) for the pipe thread to have queued the finished child's last bytes."""
-        if self._chunks is None or self._proc is None or self._proc.stdout is None:
-            return
-        deadline = time.monotonic() + timeout
-        while not self._proc.stdout.closed and time.monotonic() < deadline:
-            time.sleep(0.01)
 
     def _close(self) -> None:
         if self._fd is not None:
