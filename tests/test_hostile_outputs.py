@@ -30,6 +30,7 @@ from mocap.pipeline.staging import (
     clean_stale,
     clip_lock,
     clip_name,
+    make_staging,
     publish,
 )
 
@@ -311,6 +312,20 @@ def test_sigkill_then_the_next_batch_cleans_up_and_the_manifest_survives(
     }
     assert clips == {"a_first": "skipped", "b_second": "done"}
     capsys.readouterr()
+
+
+def test_stopped_inside_make_staging_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM right after the staging folder's mkdir (before the caller holds its name)."""
+
+    def stop() -> str:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(socket, "gethostname", stop)  # the marker is written after mkdir
+    with pytest.raises(KeyboardInterrupt):
+        make_staging(tmp_path, "clip")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_sigterm_is_ctrl_c(two_clips: Path, tmp_path: Path, flags: list[str]) -> None:

@@ -49,6 +49,7 @@ from mocap.pipeline.staging import (
     clip_lock,
     is_mocap_output,
     make_staging,
+    staging_path,
 )
 from mocap.pipeline.stream import Prefetcher, StageTimer, batched
 
@@ -266,7 +267,8 @@ def _convert(
     try:
         with timer("pass"):
             result = _estimate_motion(stream, settings, engines, timer, progress, on_frames)
-        staging = make_staging(output, clip)
+        staging = staging_path(output, clip)  # named first: removed even if stopped inside
+        make_staging(output, clip)
         with _held_output(log), decoded_again():
             try:
                 files, failures, notes = write_outputs(

@@ -141,17 +141,24 @@ def clip_lock(output: Path, clip: str) -> FileLock:
     return FileLock(output / f".{clip}.lock", str(output / clip)).acquire(wait=False)
 
 
+def staging_path(output: Path, clip: str) -> Path:
+    """This process's staging folder for ``clip`` (``OUT/.<clip>.partial-<pid>``)."""
+    return output / f".{clip}.partial-{os.getpid()}"
+
+
 def make_staging(output: Path, clip: str) -> Path:
     """Create this process's empty staging folder for ``clip`` (marker inside), replacing ours."""
-    staging = output / f".{clip}.partial-{os.getpid()}"
+    staging = staging_path(output, clip)
     shutil.rmtree(staging, ignore_errors=True)
     try:
         staging.mkdir()
         marker = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
         (staging / MARKER).write_text(json.dumps(marker) + "\n")
-    except OSError as exc:
+    except BaseException as exc:  # a full disk, or SIGTERM/Ctrl-C before the caller holds it
         shutil.rmtree(staging, ignore_errors=True)
-        raise write_error(staging, exc) from exc
+        if isinstance(exc, OSError):
+            raise write_error(staging, exc) from exc
+        raise
     return staging
 
 
