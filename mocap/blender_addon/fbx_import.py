@@ -30,7 +30,7 @@ def import_fbx(path: Path, collection: bpy.types.Collection) -> list[bpy.types.O
     layer = bpy.context.view_layer
     active = layer.active_layer_collection
     layer.active_layer_collection = _layer_collection(layer.layer_collection, collection)
-    before = set(bpy.data.objects)
+    before, actions = set(bpy.data.objects), set(bpy.data.actions)
     try:
         bpy.ops.import_scene.fbx(
             filepath=str(path), axis_forward="-Z", axis_up="Y", anim_offset=0.0,
@@ -38,7 +38,25 @@ def import_fbx(path: Path, collection: bpy.types.Collection) -> list[bpy.types.O
         )  # fmt: skip
     finally:
         layer.active_layer_collection = active
-    return sorted(set(bpy.data.objects) - before, key=lambda o: o.name)
+        for action in set(bpy.data.actions) - actions:  # Blender's importer gives each a fake
+            action.use_fake_user = False  # user: an object not kept would leave its action
+    objects = sorted(set(bpy.data.objects) - before, key=lambda o: o.name)
+    for obj in objects:
+        _drop_constant_data_action(obj)
+    return objects
+
+
+def _drop_constant_data_action(obj: bpy.types.Object) -> None:
+    """Remove the action FBX puts on a camera's data (its lens, keyed at every frame) when no
+    value in it changes: the .blend keys no lens either, the value stays as it was."""
+    data = getattr(obj.data, "animation_data", None)
+    action = data.action if data is not None else None
+    if action is None:
+        return
+    if all(len({round(p.co[1], 6) for p in c.keyframe_points}) <= 1 for c in _curves(action)):
+        data.action = None
+        if action.users == 0:
+            bpy.data.actions.remove(action)
 
 
 def _layer_collection(

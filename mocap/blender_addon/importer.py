@@ -53,6 +53,8 @@ def record_imported(
         done.actions.append(action.name)
     if obj.type == "CAMERA":
         here.camera, done.camera = obj, obj.name
+        if action is not None:  # as mocap's .blend names it (the FBX importer: "camera|people")
+            action.name = f"{obj.name}_motion"
 
 
 # What an import may add: every new datablock of these kinds is removed again when it fails.
