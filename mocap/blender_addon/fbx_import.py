@@ -53,7 +53,9 @@ def _drop_constant_data_action(obj: bpy.types.Object) -> None:
     action = data.action if data is not None else None
     if action is None:
         return
-    if all(len({round(p.co[1], 6) for p in c.keyframe_points}) <= 1 for c in _curves(action)):
+    if data is not None and all(
+        len({round(p.co[1], 6) for p in c.keyframe_points}) <= 1 for c in _curves(action)
+    ):
         data.action = None
         if action.users == 0:
             bpy.data.actions.remove(action)
