@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -142,7 +143,7 @@ def test_same_bytes_as_sequential_although_a_worker_was_killed(
     out, ran, killed = on_ray
     assert killed, f"the staging of {KILLED} never appeared"
     assert ran.code == 1 and "Traceback" not in ran.stderr
-    assert f"mocap: warning: {KILLED}: its worker died" in ran.stderr  # and it was retried
+    assert f"mocap: warning: {KILLED}: its worker (pid {killed} " in ran.stderr  # it was retried
     for name in VIDEOS:
         assert (out / name / ".done").is_file(), name
         ours, theirs = (out / name / "motion.npz").read_bytes(), (sequential / name / "motion.npz")
@@ -249,13 +250,13 @@ def test_log_lines_reach_the_console_while_the_clips_run(on_ray: tuple[Path, Ran
             assert focal[0] < finished, (name, finished - focal[0])
     # the dead attempt's lines, then the retry's warning, then the retry's lines
     said = [text for _, text in ran.console if KILLED in text]
-    died = next(i for i, text in enumerate(said) if "its worker died" in text)
+    died = next(i for i, text in enumerate(said) if "its worker (pid " in text)
     converting = [i for i, text in enumerate(said) if f"mocap: {KILLED}: converting " in text]
     assert len(converting) == 2 and converting[0] < died < converting[1], said
 
 
 def test_every_clip_keeps_its_log_and_the_retry_says_so(on_ray: tuple[Path, Ran, int]) -> None:
-    out, _, _ = on_ray
+    out, _, dead = on_ray
     for name in (*VIDEOS, "corrupt"):
         lines = (out / "logs" / f"{name}.log").read_text().splitlines()
         assert f"info: {name}: converting " in lines[0], lines
@@ -263,8 +264,17 @@ def test_every_clip_keeps_its_log_and_the_retry_says_so(on_ray: tuple[Path, Ran,
         assert last in lines[-1], lines
     killed = (out / "logs" / f"{KILLED}.log").read_text()
     assert killed.count(f"{KILLED}: converting ") == 2  # the dead attempt's lines, then the retry's
-    retry = next(line for line in killed.splitlines() if "its worker died" in line)
+    retry = next(line for line in killed.splitlines() if "its worker (pid " in line)
     assert "warning: " in retry and "retrying on another worker (attempt 2 of 3)" in retry
+    # each log names the worker that converted the clip: for the killed clip, not the dead one
+    host = re.escape(socket.gethostname())
+    for name in (*VIDEOS, "corrupt"):
+        lines = (out / "logs" / f"{name}.log").read_text().splitlines()
+        by = re.search(rf"converted by the Ray worker pid (\d+) on {host}, Ray node [0-9a-f]{{8}}$",
+                       lines[-2])  # fmt: skip
+        assert by is not None, lines
+        if name == KILLED:
+            assert f"pid {dead} on {socket.gethostname()}" in retry and int(by[1]) != dead
 
 
 def test_rerun_skips_every_finished_clip(

@@ -24,8 +24,10 @@ import os
 import re
 import shutil
 import socket
+import sys
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -105,7 +107,19 @@ SETTLE = 10.0  # seconds to wait for CPUs/GPUs a batch that just ended still hol
 @dataclass
 class _Worker:
     actor: Any  # a ray ActorHandle of ClipWorker
-    where: Any  # ObjectRef of ClipWorker.where(): (pid, host), asked once it starts
+    where: Any  # ObjectRef of ClipWorker.where(): (pid, host, node), asked once it starts
+
+
+@dataclass(frozen=True)
+class _Place:
+    """Where a worker runs: its process id, host and Ray node id."""
+
+    pid: int
+    host: str
+    node: str
+
+    def __str__(self) -> str:
+        return f"pid {self.pid} on {self.host}, Ray node {self.node[:8]}"
 
 
 def _import_ray() -> Any:
@@ -138,6 +152,7 @@ def _connect(ray: Any, address: str) -> bool:
         return False
     if address != "auto":
         _reachable(address)
+        _token_mode(ray, address)
     try:
         ray.init(
             address=None if address == "auto" else address,
@@ -151,6 +166,62 @@ def _connect(ray: Any, address: str) -> bool:
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise MocapError(f"could not join the Ray cluster at {address}: {exc}") from None
     return True
+
+
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 to /dev/null for the block (what native code writes there too)."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def _token_mode(ray: Any, address: str) -> None:
+    """Join a cluster that asks for a token with this machine's Ray token.
+
+    Ray 2.59 and later start a cluster with token authentication on (``ray start --head``, once a
+    token exists in ``~/.ray/auth_token``), but a driver given its address stays in the mode
+    ``RAY_AUTH_MODE`` says, off when unset: it is refused, after 20 s of retries, as "failed to
+    connect". So when ``RAY_AUTH_MODE`` is unset, ask the cluster (GCS) first: when it refuses us
+    for a token, switch this process to token mode if a token is here (``RAY_AUTH_TOKEN``,
+    ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``), else say in one line how to give one."""
+    match = re.fullmatch(r"\[?([^\]]+?)\]?:(\d+)", address)  # ray:// is Ray Client: no GCS here
+    if match is None or os.environ.get("RAY_AUTH_MODE") is not None:
+        return
+    try:  # Ray's own calls (ray start --head uses the second); absent before Ray 2.52
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+        from ray._raylet import GcsClient  # type: ignore[attr-defined]
+    except ImportError:
+        return
+    try:
+        with _stderr_silenced():  # Ray's C++ client logs the refusal itself, as a warning
+            GcsClient(address=address)
+        return
+    except ray.exceptions.AuthenticationError:
+        pass
+    except Exception:  # noqa: BLE001 (any other answer: ray.init says what is wrong)
+        return
+    quiet = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    was, quiet.disabled = quiet.disabled, True  # its "opt out with RAY_AUTH_MODE" warning
+    try:
+        enabled = maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    finally:
+        quiet.disabled = was
+    if not enabled:
+        raise MocapError(
+            f"the Ray cluster at {address} asks for its token (token authentication); copy the "
+            "head node's ~/.ray/auth_token to this machine, or set RAY_AUTH_TOKEN, and run again"
+        )
+    log.info("the Ray cluster at %s uses token authentication: joining with this machine's token",
+             address)  # fmt: skip
 
 
 def _plan(ray: Any, args: argparse.Namespace, clips: int) -> tuple[int, float]:
@@ -203,7 +274,7 @@ def _actor_env(cluster_gpus: float, per: float) -> dict[str, Any]:
     return {"runtime_env": {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}}
 
 
-def _clear_dead(out: Path, clip: str, where: tuple[int, str] | None) -> None:
+def _clear_dead(out: Path, clip: str, where: _Place | None) -> None:
     """Remove what a dead worker left of ``clip``: its staging and lock file, or undo its
     half-done publish (under the clip's lock, unless a live process holds it and cleans up)."""
     from mocap.paths import pid_alive
@@ -211,8 +282,7 @@ def _clear_dead(out: Path, clip: str, where: tuple[int, str] | None) -> None:
 
     if where is None:  # it died before it could start a clip
         return
-    pid, host = where
-    here = host == socket.gethostname()
+    pid, here = where.pid, where.host == socket.gethostname()
     deadline = time.monotonic() + 10
     while here and pid_alive(pid) and time.monotonic() < deadline:  # ray.kill is asynchronous
         time.sleep(0.05)
@@ -238,12 +308,12 @@ def _retries(args: argparse.Namespace) -> int:
     return RETRIES if args.retries is None else int(args.retries)
 
 
-def _where(ray: Any, worker: _Worker) -> tuple[int, str] | None:
+def _where(ray: Any, worker: _Worker) -> _Place | None:
     try:
-        pid, host = ray.get(worker.where, timeout=5)
+        pid, host, node = ray.get(worker.where, timeout=5)
     except Exception:  # the actor died before answering: it never started a clip
         return None
-    return int(pid), str(host)
+    return _Place(int(pid), str(host), str(node))
 
 
 def run_on_ray(args: argparse.Namespace, batch: "Batch", pairs: list[tuple[Path, str]]) -> None:
@@ -399,6 +469,8 @@ class _Driver:
 
     def finish(self, ref: Any, worker: _Worker, clip: _Clip) -> None:
         """Record the clip whose task ``ref`` ended (or queue its retry when its worker died)."""
+        from mocap.pipeline.clip_log import note
+
         batch = self.batch
         try:
             report: WorkerReport | None = self.ray.get(ref)
@@ -418,7 +490,13 @@ class _Driver:
         row.source = str(clip.clip)  # as the driver named them, not as the worker saw them
         row.output = str(batch.out / clip.name)
         batch.model = report.model or batch.model
-        batch.record(outcome, [*clip.earlier, *outcome.log])
+        place = _where(self.ray, worker)  # which machine converted it, in the clip's log
+        here = (
+            [note(logging.INFO, f"{clip.name}: converted by the Ray worker {place}")]
+            if place
+            else []
+        )
+        batch.record(outcome, [*clip.earlier, *outcome.log, *here])
         if outcome.load_failed:
             raise MocapError(row.error)  # stop: the other clips cannot run either
         batch.save()
@@ -429,15 +507,16 @@ class _Driver:
         past --retries, the report of its failure."""
         from mocap.pipeline.clip_log import note, write_clip_log
 
-        why = _why(exc)
+        why, place = _why(exc), _where(self.ray, worker)
         self.drain(wait=2.0, also=clip)  # what the dead attempt said, for the clip's log
-        _clear_dead(self.batch.out, clip.name, _where(self.ray, worker))
+        _clear_dead(self.batch.out, clip.name, place)
         self.idle.append(self.start())
         self.progress.restart(clip.name)
         clip.earlier, clip.live = [*clip.earlier, *clip.live], []
         clip.attempt += 1
         if clip.attempt <= self.retries:
-            message = (f"{clip.name}: its worker died ({why}); retrying on another worker "
+            worker_is = f"its worker ({place})" if place else "its worker"
+            message = (f"{clip.name}: {worker_is} died ({why}); retrying on another worker "
                        f"(attempt {clip.attempt + 1} of {self.retries + 1})")  # fmt: skip
             log.warning("%s", message)
             clip.earlier.append(note(logging.WARNING, message))

@@ -72,9 +72,12 @@ class ClipWorker:
         self.settings, self.feed = settings, feed
         self.engines, self.loaded = engine_loader(settings)
 
-    def where(self) -> tuple[int, str]:
-        """This worker's process id and host: its staging is ``OUT/.<clip>.partial-<pid>``."""
-        return os.getpid(), socket.gethostname()
+    def where(self) -> tuple[int, str, str]:
+        """This worker's process id, host and Ray node id: its staging is
+        ``OUT/.<clip>.partial-<pid>``; the clip's log names the worker."""
+        import ray
+
+        return os.getpid(), socket.gethostname(), ray.get_runtime_context().get_node_id()
 
     def convert(self, clip: str, name: str, out: str, started: float, attempt: int) -> WorkerReport:
         from mocap.pipeline.batch_cmd import convert_clip

@@ -1,0 +1,164 @@
+"""`mocap batch --ray HOST:PORT` on a Ray cluster started the way docs/ray.md says (`ray start
+--head`, then `ray start --address` for another node), here two nodes of one CPU each on this
+machine: the batch, a separate driver process, places one worker on each node, each clip's log
+names its node, and motion.npz comes out byte-for-byte as from the sequential batch. The cluster
+is left running, as the docs promise; the test stops only its own Ray processes."""
+
+import contextlib
+import importlib.util
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mocap.cli import main
+
+pytest.importorskip("ray", reason="ray comes with the dev extra: pip install -e '.[dev]'")
+
+RAY = Path(sys.executable).with_name("ray")
+REPO = Path(__file__).resolve().parents[1]
+VIDEOS = ("street_5frames_540p", "posetrack_5frames_mpeg4", "walking_crowd_1080p")
+TOKENS = importlib.util.find_spec("ray._private.authentication") is not None  # Ray 2.52+
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ray(*args: str, env: dict[str, str]) -> None:
+    done = subprocess.run([str(RAY), *args], capture_output=True, text=True, timeout=180, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def _processes_under(folder: str) -> list[int]:
+    """Processes whose command line names ``folder`` (this cluster's Ray temp folder), and their
+    descendants (Ray's agents rename themselves, ``ray::DashboardAgent``)."""
+    parents, named = {}, set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+                if folder in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    named.add(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    found, grew = set(named), True
+    while grew:
+        more = {pid for pid, parent in parents.items() if parent in found} - found
+        found, grew = found | more, bool(more)
+    return sorted(found)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[tuple[str, dict[str, str]]]:
+    """A head and a second node, 1 CPU each (its own temp folder: short, Ray's socket paths are
+    limited); yields the address and the environment to run mocap in."""
+    temp = tempfile.mkdtemp(prefix="rc", dir="/tmp")
+    token = Path(temp) / "auth_token"  # this cluster's own token: ~/.ray is left alone
+    token.write_text(secrets.token_hex(32))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_TOKEN_PATH=str(token))
+    nodes = dict(env, RAY_AUTH_MODE="token")  # as Ray 2.59+ starts a cluster once a token exists
+    address = f"127.0.0.1:{_free_port()}"
+    try:
+        _ray("start", "--head", "--node-ip-address", "127.0.0.1", "--port", address.split(":")[1],
+             "--num-cpus", "1", "--num-gpus", "0", "--include-dashboard", "false",
+             "--temp-dir", temp, env=nodes)  # fmt: skip
+        _ray("start", "--address", address, "--node-ip-address", "127.0.0.1",
+             "--num-cpus", "1", "--num-gpus", "0", env=nodes)  # fmt: skip
+        yield address, env  # the driver's: RAY_AUTH_MODE unset, as a user's shell has it
+    finally:
+        ours = _processes_under(temp)  # before any dies: orphans lose their parent
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in ours:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, sig)
+            time.sleep(2.0)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    folder = tmp_path_factory.mktemp("clips")
+    for name in VIDEOS:
+        (folder / f"{name}.mp4").symlink_to(shared_data / "videos" / f"{name}.mp4")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def flags(tmp_path_factory: pytest.TempPathFactory, yolo_weights: Path) -> list[str]:
+    ckpt = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    assert main(["init-checkpoint", "featup-deformable", "--size", "tiny", "-o", str(ckpt)]) == 0
+    return ["--checkpoint", str(ckpt), "--detector", str(yolo_weights), "--formats", "npz",
+            "--end", "0.2", "--device", "cpu", "--no-report"]  # fmt: skip
+
+
+def test_two_nodes_each_convert_clips_as_the_sequential_batch(
+    cluster: tuple[str, dict[str, str]], clips: Path, flags: list[str], tmp_path: Path
+) -> None:
+    address, env = cluster
+    seq, out = tmp_path / "sequential", tmp_path / "cluster"
+    argv = [sys.executable, "-m", "mocap", "batch", str(clips)]
+    done = subprocess.run([*argv, "-o", str(seq), *flags], capture_output=True, text=True,
+                          timeout=600, env=env, cwd=REPO)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    ran = subprocess.run([*argv, "-o", str(out), *flags, "--ray", address, "--workers", "2"],
+                         capture_output=True, text=True, timeout=600, env=env, cwd=REPO)  # fmt: skip
+    assert ran.returncode == 0 and "Traceback" not in ran.stderr, ran.stderr[-3000:]
+    assert "on 2 Ray workers" in ran.stdout + ran.stderr
+    if TOKENS:  # refused for the token first, then joined with the one RAY_AUTH_TOKEN_PATH names
+        assert f"the Ray cluster at {address} uses token authentication" in ran.stdout + ran.stderr
+        assert "Unauthenticated" not in ran.stderr  # Ray's own warning of the refusal is not shown
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted((c["name"], c["status"]) for c in manifest["clips"]) == sorted(
+        (name, "done") for name in VIDEOS
+    )
+    nodes = set()
+    for name in VIDEOS:
+        assert (out / name / "motion.npz").read_bytes() == (seq / name / "motion.npz").read_bytes()
+        by = re.search(r"converted by the Ray worker pid \d+ on .+, Ray node ([0-9a-f]{8})$",
+                       (out / "logs" / f"{name}.log").read_text().splitlines()[-2])  # fmt: skip
+        assert by is not None, name
+        nodes.add(by[1])
+    assert len(nodes) == 2  # 1 CPU per node, a worker holds one: one worker on each node
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    # the cluster was running before the batch: it still is, with both nodes
+    probe = "import ray; ray.init(address=%r); print(len([n for n in ray.nodes() if n['Alive']]))"
+    alive = subprocess.run([sys.executable, "-c", probe % address], capture_output=True,
+                           text=True, timeout=120, env=dict(env, RAY_AUTH_MODE="token"))  # fmt: skip
+    assert alive.returncode == 0 and alive.stdout.strip().splitlines()[-1] == "2", alive.stderr
+
+
+@pytest.mark.skipif(not TOKENS, reason="Ray before 2.52 has no token authentication")
+def test_a_cluster_that_wants_a_token_we_lack_is_one_line(
+    cluster: tuple[str, dict[str, str]], clips: Path, flags: list[str], tmp_path: Path
+) -> None:
+    address, env = cluster
+    home = tmp_path / "home"  # no ~/.ray/auth_token there, no RAY_AUTH_TOKEN(_PATH)
+    home.mkdir()
+    bare = {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN_PATH"} | {"HOME": str(home)}
+    ran = subprocess.run(
+        [sys.executable, "-m", "mocap", "batch", str(clips), "-o", str(tmp_path / "out"), *flags,
+         "--ray", address], capture_output=True, text=True, timeout=300, env=bare, cwd=REPO,
+    )  # fmt: skip
+    assert ran.returncode == 1, ran.stderr[-3000:]
+    assert ran.stderr.strip().splitlines() == [
+        f"mocap: error: the Ray cluster at {address} asks for its token (token authentication); "
+        "copy the head node's ~/.ray/auth_token to this machine, or set RAY_AUTH_TOKEN, and run "
+        "again"
+    ], ran.stderr[-3000:]
+    assert not (tmp_path / "out" / VIDEOS[0]).exists()
