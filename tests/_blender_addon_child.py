@@ -126,7 +126,7 @@ def main(argv: list[str]) -> int:
     ctx, settings = bpy.context, bpy.context.scene.mocap
     state = ctx.window_manager.mocap_state
     settings.model, settings.video = "lite", source
-    result: dict = {"mode": mode}
+    result: dict = {"mode": mode, "blender": list(bpy.app.version)}
     if mode == "run":
         result["operator"] = sorted(bpy.ops.mocap.run())
     elif mode == "error":  # an ERROR report raises from bpy.ops when called from Python
@@ -223,4 +223,12 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else sys.argv[1:]))
+    code = main(sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else sys.argv[1:])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # result.json is written: leave without bpy's teardown, which in bpy 4.2 crashes (SIGSEGV)
+    # once Rigify has generated a rig; the add-on's own exit handler has run by now (atexit)
+    import atexit
+
+    atexit._run_exitfuncs()
+    os._exit(code)

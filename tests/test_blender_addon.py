@@ -25,6 +25,11 @@ YUP_TO_ZUP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 
 needs_bpy = pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="needs bpy 5.0.1")
 needs_clip = pytest.mark.skipif(not VIDEO.is_file() or not MOCAP.is_file(), reason="needs the clip")
+# a Python with bpy 4.2, the oldest Blender the manifest allows (.ci/run makes one: .venv-bpy42)
+BPY4 = os.environ.get("MOCAP_TEST_BPY4_PYTHON", "")
+needs_bpy4 = pytest.mark.skipif(
+    not BPY4, reason="set MOCAP_TEST_BPY4_PYTHON to a Python with bpy 4.2 (.ci/run does)"
+)
 
 
 def _load_runner():
@@ -55,11 +60,12 @@ def addon_zip(tmp_path_factory) -> Path:
 
 
 def _blender(
-    mode: str, addon_zip: Path, source: Path, tmp: Path, route: str = "blend", bone_map: str = ""
-) -> tuple[dict, dict]:
+    mode: str, addon_zip: Path, source: Path, tmp: Path, route: str = "blend", bone_map: str = "",
+    python: str = sys.executable,
+) -> tuple[dict, dict]:  # fmt: skip
     """Run the child in ``mode``; ``route="fbx"`` makes the add-on import FBX, as it does on
     Blender 4.x, which cannot read the .blend files bpy 5 writes; ``bone_map``: a saved map for
-    the retarget."""
+    the retarget; ``python``: the interpreter whose bpy runs it (bpy 4.2: :data:`BPY4`)."""
     out = tmp / mode
     out.mkdir()
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp / f"user_{mode}"))
@@ -68,7 +74,7 @@ def _blender(
     if route == "fbx":
         env["MOCAP_BLENDER_IMPORT"] = "fbx"
     done = subprocess.run(
-        [sys.executable, str(CHILD), mode, str(addon_zip), str(MOCAP), str(source), str(out)],
+        [python, str(CHILD), mode, str(addon_zip), str(MOCAP), str(source), str(out)],
         capture_output=True, text=True, timeout=900, env=env,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
@@ -231,7 +237,33 @@ def test_import_bvh_of_an_earlier_run(ran, addon_zip, tmp_path: Path) -> None:
 def test_blender_4_route_imports_the_same_scene_from_fbx(ran, addon_zip, tmp_path: Path) -> None:
     """Where Blender cannot read mocap's .blend (4.x), Run asks for FBX and imports that: the
     same armatures, actions, frames and joints, the same camera with the footage behind it."""
-    result, bones = _blender("run", addon_zip, VIDEO, tmp_path, route="fbx")
+    _same_scene_as_the_blend_route(ran, *_blender("run", addon_zip, VIDEO, tmp_path, route="fbx"))
+
+
+@needs_bpy
+@needs_clip
+@needs_bpy4
+def test_on_blender_4_2_run_gives_the_same_scene(ran, addon_zip, tmp_path: Path) -> None:
+    """In a real bpy 4.2 (no MOCAP_BLENDER_IMPORT: the add-on picks FBX itself)."""
+    result, bones = _blender("run", addon_zip, VIDEO, tmp_path, python=BPY4)
+    assert result["blender"][:2] == [4, 2]
+    _same_scene_as_the_blend_route(ran, result, bones)
+
+
+@needs_bpy
+@needs_clip
+@needs_bpy4
+def test_on_blender_4_2_retarget_and_cancel(ran, addon_zip, tmp_path: Path) -> None:
+    """bpy 4.2: the retarget onto its own Rigify rig matches `mocap retarget` (Action.fcurves,
+    not bpy 5's slots), and Cancel mid-run leaves the scene as it was."""
+    _matches_mocap_retarget(ran, addon_zip, tmp_path, "blend", python=BPY4)
+    result, _ = _blender("cancel", addon_zip, VIDEO, tmp_path, python=BPY4)
+    assert result["blender"][:2] == [4, 2] and result["status"] == "CANCELLED"
+    assert result["returncode"] in (143, -15, -9) and not result["owned_exists"]
+    assert result["after"] == result["before"] and not result["running"]
+
+
+def _same_scene_as_the_blend_route(ran, result: dict, bones: dict) -> None:
     assert result["operator"] == ["FINISHED"], result["error"]
     assert [p.name for p in _result_dir(result).glob("people.*")] == ["people.fbx"]
     blend, blend_bones = ran
@@ -253,7 +285,7 @@ def test_blender_4_route_imports_the_same_scene_from_fbx(ran, addon_zip, tmp_pat
 
 
 def _matches_mocap_retarget(
-    ran, addon_zip, tmp_path: Path, route: str, *map_args: str
+    ran, addon_zip, tmp_path: Path, route: str, *map_args: str, python: str = sys.executable
 ) -> tuple[np.ndarray, list[str]]:
     """The add-on's retarget onto a Rigify rig against `mocap retarget` of the same motion (with
     ``--map FILE`` when given); returns the add-on's DEF-bone heads (frames, bones, 3), names."""
@@ -261,7 +293,7 @@ def _matches_mocap_retarget(
 
     motion = _result_dir(ran[0]) / "motion.npz"
     bone_map = map_args[1] if map_args else ""
-    result, bones = _blender("rigify", addon_zip, motion, tmp_path, route, bone_map)
+    result, bones = _blender("rigify", addon_zip, motion, tmp_path, route, bone_map, python)
     assert result["operator"] == ["FINISHED"], result["error"]
     rig = result["armatures"][result["rig"]]
     people = sorted(ran[0]["armatures"])
