@@ -11,15 +11,13 @@ the ray through the crop's centre so that their orientation is the video camera'
 """
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 
-from mocap.errors import MocapError
+from mocap.errors import MocapError, native_stderr_silenced
 from mocap.model.estimator import Estimate
 from mocap.model.predictor import SMPLParams
 from mocap.motion import Track
@@ -82,24 +80,6 @@ def _fills_box(points: np.ndarray, visibility: np.ndarray, box: np.ndarray) -> b
     return x1 <= cx <= x2 and y1 <= cy <= y2 and span >= MIN_BOX_FILL * max(x2 - x1, y2 - y1)
 
 
-@contextmanager
-def _quiet_native_stderr() -> Iterator[None]:
-    """Silence what MediaPipe's C++ side prints to fd 2 while it builds a graph (absl/TFLite
-    start-up chatter); Python's own errors are raised, not printed, so nothing is lost."""
-    import sys
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 class LiteEstimator:
     """BlazePose GHUM 3D + IK behind the :class:`~mocap.model.estimator.Estimator` interface.
 
@@ -147,7 +127,7 @@ class LiteEstimator:
     def _tracker(self, track_id: int) -> Any:
         tracker = self._trackers.get(track_id)
         if tracker is None:
-            with _quiet_native_stderr():
+            with native_stderr_silenced():  # MediaPipe's absl/TFLite start-up chatter
                 tracker = self._new_tracker()
             self._trackers[track_id] = tracker
         self._last_used[track_id] = self._calls
@@ -175,7 +155,7 @@ class LiteEstimator:
         for k, item in enumerate(items):
             self._calls += 1
             tracker = self._tracker(item.track_id)
-            with _quiet_native_stderr():
+            with native_stderr_silenced():  # MediaPipe's absl/TFLite start-up chatter
                 result = tracker.process(item.crop_rgb)
             if result.pose_landmarks is None or result.pose_world_landmarks is None:
                 continue

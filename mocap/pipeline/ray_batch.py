@@ -24,15 +24,13 @@ import os
 import re
 import shutil
 import socket
-import sys
 import time
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mocap.errors import MocapError
+from mocap.errors import MocapError, native_stderr_silenced
 from mocap.pipeline.ray_worker import ClipWorker, ProgressFeed, WorkerReport
 
 if TYPE_CHECKING:
@@ -168,20 +166,6 @@ def _connect(ray: Any, address: str) -> bool:
     return True
 
 
-@contextlib.contextmanager
-def _stderr_silenced() -> Iterator[None]:
-    """File descriptor 2 to /dev/null for the block (what native code writes there too)."""
-    sys.stderr.flush()
-    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(null, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
-
-
 def _token_mode(ray: Any, address: str) -> None:
     """Join a cluster that asks for a token with this machine's Ray token.
 
@@ -202,7 +186,7 @@ def _token_mode(ray: Any, address: str) -> None:
     except ImportError:
         return
     try:
-        with _stderr_silenced():  # Ray's C++ client logs the refusal itself, as a warning
+        with native_stderr_silenced():  # Ray's C++ client logs the refusal itself, as a warning
             GcsClient(address=address)
         return
     except ray.exceptions.AuthenticationError:
