@@ -22,7 +22,12 @@ def native_stderr_silenced() -> Iterator[None]:
     """File descriptor 2 to /dev/null for the block: what native code prints there too. Python's
     own errors are raised, not printed, so nothing a user needs is lost."""
     sys.stderr.flush()
-    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        saved = os.dup(2)
+    except OSError:
+        os.close(null)
+        raise
     try:
         os.dup2(null, 2)
         yield

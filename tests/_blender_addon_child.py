@@ -223,7 +223,13 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    code = main(sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else sys.argv[1:])
+    import traceback
+
+    try:
+        code = main(sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else sys.argv[1:])
+    except BaseException:  # the test reads the traceback; os._exit below still runs
+        traceback.print_exc()
+        code = 1
     sys.stdout.flush()
     sys.stderr.flush()
     # result.json is written: leave without bpy's teardown, which in bpy 4.2 crashes (SIGSEGV)

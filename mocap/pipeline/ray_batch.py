@@ -151,6 +151,7 @@ def _connect(ray: Any, address: str) -> bool:
     if address != "auto":
         _reachable(address)
         _token_mode(ray, address)
+    refused = getattr(ray.exceptions, "AuthenticationError", ())  # Ray 2.52+
     try:
         ray.init(
             address=None if address == "auto" else address,
@@ -161,51 +162,87 @@ def _connect(ray: Any, address: str) -> bool:
                 "env_vars": {k: v for k, v in os.environ.items() if k.startswith("MOCAP_")}
             },
         )
+    except refused:
+        raise MocapError(_ask_token(address)) from None
     except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise MocapError(f"could not join the Ray cluster at {address}: {exc}") from None
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+        raise MocapError(f"could not join the Ray cluster at {address}: {first or exc!r}") from None
     return True
 
 
+def _ask_token(address: str) -> str:
+    return (
+        f"the Ray cluster at {address} asks for its token (token authentication); copy the "
+        "head node's ~/.ray/auth_token to this machine, or set RAY_AUTH_TOKEN, and run again"
+    )
+
+
 def _token_mode(ray: Any, address: str) -> None:
-    """Join a cluster that asks for a token with this machine's Ray token.
+    """Join a cluster that asks for a token with this machine's Ray token, or say in one line
+    what is wrong.
 
     Ray 2.59 and later start a cluster with token authentication on (``ray start --head``, once a
     token exists in ``~/.ray/auth_token``), but a driver given its address stays in the mode
     ``RAY_AUTH_MODE`` says, off when unset: it is refused, after 20 s of retries, as "failed to
-    connect". So when ``RAY_AUTH_MODE`` is unset, ask the cluster (GCS) first: when it refuses us
-    for a token, switch this process to token mode if a token is here (``RAY_AUTH_TOKEN``,
-    ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``), else say in one line how to give one."""
-    match = re.fullmatch(r"\[?([^\]]+?)\]?:(\d+)", address)  # ray:// is Ray Client: no GCS here
-    if match is None or os.environ.get("RAY_AUTH_MODE") is not None:
+    connect". So ask the cluster (GCS) first. When it refuses us for a token and ``RAY_AUTH_MODE``
+    is unset, switch this process to token mode if a token is here (``RAY_AUTH_TOKEN``,
+    ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``) and ask again; a token it still refuses is
+    not the cluster's. In token mode with no token at all Ray's client aborts the process (a
+    failed C++ check), so that is said before asking."""
+    match = re.fullmatch(r"\[?([^\]]+?)\]?:(\d+)", address)
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if address.startswith("ray://") or match is None:  # Ray Client: no GCS to ask here
         return
     try:  # Ray's own calls (ray start --head uses the second); absent before Ray 2.52
         from ray._private.authentication.authentication_token_setup import (
             maybe_enable_token_auth_if_token_available,
         )
-        from ray._raylet import GcsClient  # type: ignore[attr-defined]
+        from ray._raylet import AuthenticationTokenLoader, GcsClient  # type: ignore[attr-defined]
     except ImportError:
         return
+    if mode is not None and mode.lower() != "token":  # the user turned tokens off
+        if _refused(ray, GcsClient, address):
+            raise MocapError(
+                f"the Ray cluster at {address} asks for its token, and RAY_AUTH_MODE={mode} "
+                "turns tokens off here; unset RAY_AUTH_MODE (or set it to token) and run again"
+            )
+        return
+    if mode is not None and not AuthenticationTokenLoader.instance().has_token(
+        ignore_auth_mode=True
+    ):
+        raise MocapError(_ask_token(address))
+    if not _refused(ray, GcsClient, address):
+        return
+    if mode is None:
+        quiet = logging.getLogger("ray._private.authentication.authentication_token_setup")
+        was, quiet.disabled = quiet.disabled, True  # its "opt out with RAY_AUTH_MODE" warning
+        try:
+            enabled = maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+        finally:
+            quiet.disabled = was
+        if not enabled:
+            raise MocapError(_ask_token(address))
+        if not _refused(ray, GcsClient, address):
+            log.info("the Ray cluster at %s uses token authentication: joining with this "
+                     "machine's token", address)  # fmt: skip
+            return
+    raise MocapError(
+        f"the Ray cluster at {address} refuses this machine's Ray token (RAY_AUTH_TOKEN, "
+        "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token): it is not the cluster's; copy the head "
+        "node's ~/.ray/auth_token to this machine and run again"
+    )
+
+
+def _refused(ray: Any, client: Any, address: str) -> bool:
+    """Whether the cluster's GCS at ``address`` refuses this process for its token."""
     try:
         with native_stderr_silenced():  # Ray's C++ client logs the refusal itself, as a warning
-            GcsClient(address=address)
-        return
+            client(address=address)
     except ray.exceptions.AuthenticationError:
-        pass
+        return True
     except Exception:  # noqa: BLE001 (any other answer: ray.init says what is wrong)
-        return
-    quiet = logging.getLogger("ray._private.authentication.authentication_token_setup")
-    was, quiet.disabled = quiet.disabled, True  # its "opt out with RAY_AUTH_MODE" warning
-    try:
-        enabled = maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
-    finally:
-        quiet.disabled = was
-    if not enabled:
-        raise MocapError(
-            f"the Ray cluster at {address} asks for its token (token authentication); copy the "
-            "head node's ~/.ray/auth_token to this machine, or set RAY_AUTH_TOKEN, and run again"
-        )
-    log.info("the Ray cluster at %s uses token authentication: joining with this machine's token",
-             address)  # fmt: skip
+        return False
+    return False
 
 
 def _plan(ray: Any, args: argparse.Namespace, clips: int) -> tuple[int, float]:
