@@ -25,11 +25,15 @@ YUP_TO_ZUP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 
 needs_bpy = pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="needs bpy 5.0.1")
 needs_clip = pytest.mark.skipif(not VIDEO.is_file() or not MOCAP.is_file(), reason="needs the clip")
-# a Python with bpy 4.2, the oldest Blender the manifest allows (.ci/run makes one: .venv-bpy42)
-BPY4 = os.environ.get("MOCAP_TEST_BPY4_PYTHON", "")
-needs_bpy4 = pytest.mark.skipif(
-    not BPY4, reason="set MOCAP_TEST_BPY4_PYTHON to a Python with bpy 4.2 (.ci/run does)"
-)
+# Pythons with a Blender 4 bpy (os.pathsep between them): 4.2, the oldest Blender the manifest
+# allows (it imports FBX), and 4.5 LTS (it reads the .blend); .ci/run makes both
+BPY4 = [p for p in os.environ.get("MOCAP_TEST_BPY4_PYTHON", "").split(os.pathsep) if p]
+each_bpy4 = pytest.mark.parametrize(
+    "bpy4",
+    [pytest.param(p, id=Path(p).parents[1].name) for p in BPY4]
+    or [pytest.param("", marks=pytest.mark.skip(reason="set MOCAP_TEST_BPY4_PYTHON to Pythons "
+                                                 "with bpy 4.x (.ci/run does)"))],
+)  # fmt: skip
 
 
 def _load_runner():
@@ -65,7 +69,7 @@ def _blender(
 ) -> tuple[dict, dict]:  # fmt: skip
     """Run the child in ``mode``; ``route="fbx"`` makes the add-on import FBX, as it does on
     Blender 4.x, which cannot read the .blend files bpy 5 writes; ``bone_map``: a saved map for
-    the retarget; ``python``: the interpreter whose bpy runs it (bpy 4.2: :data:`BPY4`)."""
+    the retarget; ``python``: the interpreter whose bpy runs it (Blender 4: :data:`BPY4`)."""
     out = tmp / mode
     out.mkdir()
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp / f"user_{mode}"))
@@ -242,30 +246,34 @@ def test_blender_4_route_imports_the_same_scene_from_fbx(ran, addon_zip, tmp_pat
 
 @needs_bpy
 @needs_clip
-@needs_bpy4
-def test_on_blender_4_2_run_gives_the_same_scene(ran, addon_zip, tmp_path: Path) -> None:
-    """In a real bpy 4.2 (no MOCAP_BLENDER_IMPORT: the add-on picks FBX itself)."""
-    result, bones = _blender("run", addon_zip, VIDEO, tmp_path, python=BPY4)
-    assert result["blender"][:2] == [4, 2]
-    _same_scene_as_the_blend_route(ran, result, bones)
+@each_bpy4
+def test_on_blender_4_run_gives_the_same_scene(ran, addon_zip, tmp_path: Path, bpy4: str) -> None:
+    """In a real Blender 4 bpy (no MOCAP_BLENDER_IMPORT: the add-on picks the route itself):
+    4.2-4.4 cannot read bpy 5's .blend files and import FBX, 4.5 LTS reads the .blend."""
+    result, bones = _blender("run", addon_zip, VIDEO, tmp_path, python=bpy4)
+    assert result["blender"][0] == 4
+    route = "people.blend" if result["blender"][:2] >= [4, 5] else "people.fbx"
+    _same_scene_as_the_blend_route(ran, result, bones, route)
 
 
 @needs_bpy
 @needs_clip
-@needs_bpy4
-def test_on_blender_4_2_retarget_and_cancel(ran, addon_zip, tmp_path: Path) -> None:
-    """bpy 4.2: the retarget onto its own Rigify rig matches `mocap retarget` (Action.fcurves,
-    not bpy 5's slots), and Cancel mid-run leaves the scene as it was."""
-    _matches_mocap_retarget(ran, addon_zip, tmp_path, "blend", python=BPY4)
-    result, _ = _blender("cancel", addon_zip, VIDEO, tmp_path, python=BPY4)
-    assert result["blender"][:2] == [4, 2] and result["status"] == "CANCELLED"
+@each_bpy4
+def test_on_blender_4_retarget_and_cancel(ran, addon_zip, tmp_path: Path, bpy4: str) -> None:
+    """Blender 4: the retarget onto its own Rigify rig matches `mocap retarget` (Action.fcurves
+    before 4.4's slots), and Cancel mid-run leaves the scene as it was."""
+    _matches_mocap_retarget(ran, addon_zip, tmp_path, "blend", python=bpy4)
+    result, _ = _blender("cancel", addon_zip, VIDEO, tmp_path, python=bpy4)
+    assert result["blender"][0] == 4 and result["status"] == "CANCELLED"
     assert result["returncode"] in (143, -15, -9) and not result["owned_exists"]
     assert result["after"] == result["before"] and not result["running"]
 
 
-def _same_scene_as_the_blend_route(ran, result: dict, bones: dict) -> None:
+def _same_scene_as_the_blend_route(
+    ran, result: dict, bones: dict, imported: str = "people.fbx"
+) -> None:
     assert result["operator"] == ["FINISHED"], result["error"]
-    assert [p.name for p in _result_dir(result).glob("people.*")] == ["people.fbx"]
+    assert [p.name for p in _result_dir(result).glob("people.*")] == [imported]
     blend, blend_bones = ran
     assert set(result["armatures"]) == set(blend["armatures"])
     for name, arm in result["armatures"].items():

@@ -1,4 +1,4 @@
-"""Read the FBX files mocap writes, for Blender 4.x (bpy side of the add-on).
+"""Read the FBX files mocap writes, for Blender 4.2-4.4 (bpy side of the add-on).
 
 mocap writes its .blend files with bpy 5.0, whose header Blender 4.2-4.4 cannot read ("may be
 from a newer version of Blender"). There the add-on asks ``mocap run`` / ``mocap export`` for one

@@ -1,6 +1,6 @@
 """Bring mocap's output files into the open Blender scene (bpy side of the add-on).
 
-mocap writes its .blend files with bpy 5.0, which Blender 4.x cannot read; there
+mocap writes its .blend files with bpy 5.0, which Blender 4.2-4.4 cannot read; there
 (:func:`reads_mocap_blend` is False) the run writes FBX instead, read by :mod:`.fbx_import`.
 
 The run writes one combined ``people.blend`` (SMPL armatures, the mesh when SMPL is present, the
@@ -145,9 +145,10 @@ def _edit_mode(armature: bpy.types.Object) -> Iterator[None]:
 
 
 def reads_mocap_blend() -> bool:
-    """Whether this Blender reads the .blend files mocap writes (bpy 5.0; older Blender stops at
-    their header). ``MOCAP_BLENDER_IMPORT=fbx`` takes the FBX route anyway (the tests use it)."""
-    return bpy.app.version >= (5, 0, 0) and os.environ.get("MOCAP_BLENDER_IMPORT") != "fbx"
+    """Whether this Blender reads the .blend files mocap writes (bpy 5.0): Blender 4.5 LTS and
+    later do, 4.2-4.4 stop at their header. ``MOCAP_BLENDER_IMPORT=fbx`` takes the FBX route
+    anyway (the tests use it)."""
+    return bpy.app.version >= (4, 5, 0) and os.environ.get("MOCAP_BLENDER_IMPORT") != "fbx"
 
 
 def output_format() -> str:
