@@ -233,7 +233,7 @@ def run_command(
     fmt: str = "blend",
 ) -> list[str]:
     """``mocap run`` for the panel's settings (end <= start: to the end of the clip), writing one
-    combined ``fmt`` scene (blend, or fbx for Blender 4.x)."""
+    combined ``fmt`` scene (blend, or fbx for Blender 4.2-4.4)."""
     cmd = [mocap, "run", video, "-o", out, "--model", model, "--formats", fmt, "--combined"]
     cmd += ["--smooth-strength", f"{smooth_strength:g}", "--foot-lock", foot_lock]
     cmd += ["--no-report", "--overwrite"]
