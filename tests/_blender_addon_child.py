@@ -227,6 +227,8 @@ if __name__ == "__main__":
 
     try:
         code = main(sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else sys.argv[1:])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:  # the test reads the traceback; os._exit below still runs
         traceback.print_exc()
         code = 1

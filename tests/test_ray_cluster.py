@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -82,8 +83,14 @@ def _ports(*flags: str) -> list[str]:
     return [part for flag in flags for part in (flag, str(_free_port()))]
 
 
+class Cluster(NamedTuple):
+    address: str  # the head's GCS, HOST:PORT
+    env: dict[str, str]  # the driver's: RAY_AUTH_MODE unset, as a user's shell has it
+    client: int  # the head's Ray Client server port
+
+
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[tuple[str, dict[str, str]]]:
+def cluster() -> Iterator["Cluster"]:
     """A head and a second node, 1 CPU each (its own temp folder: short, Ray's socket paths are
     limited); yields the address and the environment to run mocap in."""
     temp = tempfile.mkdtemp(prefix="rc", dir="/tmp")
@@ -92,16 +99,16 @@ def cluster() -> Iterator[tuple[str, dict[str, str]]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_TOKEN_PATH=str(token))
     nodes = dict(env, RAY_AUTH_MODE="token")  # as Ray 2.59+ starts a cluster once a token exists
-    address = f"127.0.0.1:{_free_port()}"
+    address, client = f"127.0.0.1:{_free_port()}", _free_port()
     try:
         _ray("start", "--head", "--node-ip-address", "127.0.0.1", "--port", address.split(":")[1],
              "--num-cpus", "1", "--num-gpus", "0", "--include-dashboard", "false",
-             *_ports("--ray-client-server-port", "--dashboard-agent-listen-port"),
+             "--ray-client-server-port", str(client), *_ports("--dashboard-agent-listen-port"),
              "--temp-dir", temp, env=nodes)  # fmt: skip
         _ray("start", "--address", address, "--node-ip-address", "127.0.0.1",
              "--num-cpus", "1", "--num-gpus", "0", *_ports("--dashboard-agent-listen-port"),
              env=nodes)  # fmt: skip
-        yield address, env  # the driver's: RAY_AUTH_MODE unset, as a user's shell has it
+        yield Cluster(address, env, client)
     finally:
         # before any dies: orphans lose their parent
         ours = _processes_under(temp, address.split(":")[1])
@@ -131,9 +138,9 @@ def flags(tmp_path_factory: pytest.TempPathFactory, yolo_weights: Path) -> list[
 
 
 def test_two_nodes_each_convert_clips_as_the_sequential_batch(
-    cluster: tuple[str, dict[str, str]], clips: Path, flags: list[str], tmp_path: Path
+    cluster: Cluster, clips: Path, flags: list[str], tmp_path: Path
 ) -> None:
-    address, env = cluster
+    address, env = cluster.address, cluster.env
     seq, out = tmp_path / "sequential", tmp_path / "cluster"
     argv = [sys.executable, "-m", "mocap", "batch", str(clips)]
     done = subprocess.run([*argv, "-o", str(seq), *flags], capture_output=True, text=True,
@@ -181,6 +188,15 @@ OFF = (
     "off here; unset RAY_AUTH_MODE (or set it to token) and run again"
 )
 
+UNREADABLE = (
+    "Ray's token on this machine cannot be used: RAY_AUTH_TOKEN_PATH is set but file cannot be "
+    "opened or is empty: {file}"
+)
+NOT_GCS = (
+    "something answers at {address} but it is not a Ray cluster's GCS: give the port `ray start "
+    "--head` printed (6379 unless --port; Ray Client's 10001 takes ray://HOST:10001)"
+)
+
 
 @pytest.mark.skipif(not TOKENS, reason="Ray before 2.52 has no token authentication")
 @pytest.mark.parametrize(
@@ -190,11 +206,15 @@ OFF = (
         (None, "token", ASKS),  # Ray's client would abort the process (a failed C++ check)
         ("other", None, REFUSES),  # switched to token mode, refused again
         ("other", "token", REFUSES),
+        ("other", "TOKEN", REFUSES),  # Ray reads the mode in any case
+        ("other in RAY_AUTH_TOKEN", None, REFUSES),
         ("cluster's", "disabled", OFF),
+        ("a missing file", None, UNREADABLE),  # Ray raised its AuthenticationError: traceback
+        ("a missing file", "token", UNREADABLE),
     ],
 )
 def test_a_token_the_cluster_refuses_is_one_line(
-    cluster: tuple[str, dict[str, str]],
+    cluster: Cluster,
     clips: Path,
     flags: list[str],
     tmp_path: Path,
@@ -202,13 +222,17 @@ def test_a_token_the_cluster_refuses_is_one_line(
     mode: str | None,
     said: str,
 ) -> None:
-    address, env = cluster
+    address, env = cluster.address, cluster.env
     home = tmp_path / "home"  # no ~/.ray/auth_token there
     home.mkdir()
     given = {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN_PATH"} | {"HOME": str(home)}
     if token == "other":
         (home / "token").write_text(secrets.token_hex(32))
         given["RAY_AUTH_TOKEN_PATH"] = str(home / "token")
+    elif token == "other in RAY_AUTH_TOKEN":
+        given["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    elif token == "a missing file":
+        given["RAY_AUTH_TOKEN_PATH"] = str(home / "tokn")
     elif token is not None:
         given["RAY_AUTH_TOKEN_PATH"] = env["RAY_AUTH_TOKEN_PATH"]
     if mode is not None:
@@ -218,6 +242,28 @@ def test_a_token_the_cluster_refuses_is_one_line(
          "--ray", address], capture_output=True, text=True, timeout=300, env=given, cwd=REPO,
     )  # fmt: skip
     assert ran.returncode == 1, ran.stderr[-3000:]
-    line = "mocap: error: " + said.format(address=address)
+    line = "mocap: error: " + said.format(address=address, file=home / "tokn")
     assert ran.stderr.strip().splitlines() == [line], ran.stderr[-3000:]
+    assert not (tmp_path / "out" / VIDEOS[0]).exists()
+
+
+@pytest.mark.skipif(not TOKENS, reason="Ray before 2.52 has no token authentication")
+@pytest.mark.parametrize("port", ["Ray Client's", "silent"])
+def test_a_port_that_is_not_the_clusters_is_one_line(
+    cluster: Cluster, clips: Path, flags: list[str], tmp_path: Path, port: str
+) -> None:
+    """The head's Ray Client port (gRPC, not the GCS), and a port that takes the connection and
+    never answers: one line, not Ray's minutes of retries."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        given = cluster.client if port == "Ray Client's" else silent.getsockname()[1]
+        address = f"127.0.0.1:{given}"
+        ran = subprocess.run(
+            [sys.executable, "-m", "mocap", "batch", str(clips), "-o", str(tmp_path / "out"),
+             *flags, "--ray", address], capture_output=True, text=True, timeout=300,
+            env=cluster.env, cwd=REPO,
+        )  # fmt: skip
+    assert ran.returncode == 1, ran.stderr[-3000:]
+    assert ran.stderr.strip().splitlines() == ["mocap: error: " + NOT_GCS.format(address=address)]
     assert not (tmp_path / "out" / VIDEOS[0]).exists()

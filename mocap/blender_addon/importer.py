@@ -54,7 +54,7 @@ def record_imported(
     if obj.type == "CAMERA":
         here.camera, done.camera = obj, obj.name
         if action is not None:  # as mocap's .blend names it (the FBX importer: "camera|people")
-            action.name = f"{person_name(obj)}_motion"  # camera.001: camera_motion.001
+            action.name = f"{person_name(obj)}_motion"  # Blender adds .001 when it is taken
 
 
 # What an import may add: every new datablock of these kinds is removed again when it fails.

@@ -148,11 +148,11 @@ def _connect(ray: Any, address: str) -> bool:
     """Join (or, with auto and none running, start) Ray; True when this call started it."""
     if ray.is_initialized():  # a caller that set Ray up itself (tests, notebooks)
         return False
-    if address != "auto":
-        _reachable(address)
-        _token_mode(ray, address)
     refused = getattr(ray.exceptions, "AuthenticationError", ())  # Ray 2.52+
     try:
+        if address != "auto":
+            _reachable(address)
+            _token_mode(ray, address)
         ray.init(
             address=None if address == "auto" else address,
             include_dashboard=False,
@@ -162,12 +162,20 @@ def _connect(ray: Any, address: str) -> bool:
                 "env_vars": {k: v for k, v in os.environ.items() if k.startswith("MOCAP_")}
             },
         )
-    except refused:
-        raise MocapError(_ask_token(address)) from None
+    except refused as exc:  # no token here, or one Ray cannot read (RAY_AUTH_TOKEN_PATH)
+        raise MocapError(_token_problem(address, exc)) from None
     except (ConnectionError, ValueError, RuntimeError) as exc:
         first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
         raise MocapError(f"could not join the Ray cluster at {address}: {first or exc!r}") from None
     return True
+
+
+def _token_problem(address: str, exc: Exception) -> str:
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), repr(exc))
+    if "no authentication token was found" in first:
+        return _ask_token(address)
+    said = re.split(r"[.]\s", first, maxsplit=1)[0]  # Ray's first sentence: what is wrong
+    return f"Ray's token on this machine cannot be used: {said}"
 
 
 def _ask_token(address: str) -> str:
@@ -197,11 +205,11 @@ def _token_mode(ray: Any, address: str) -> None:
         from ray._private.authentication.authentication_token_setup import (
             maybe_enable_token_auth_if_token_available,
         )
-        from ray._raylet import AuthenticationTokenLoader, GcsClient  # type: ignore[attr-defined]
+        from ray._raylet import AuthenticationTokenLoader  # type: ignore[attr-defined]
     except ImportError:
         return
     if mode is not None and mode.lower() != "token":  # the user turned tokens off
-        if _refused(ray, GcsClient, address):
+        if _refused(ray, address):
             raise MocapError(
                 f"the Ray cluster at {address} asks for its token, and RAY_AUTH_MODE={mode} "
                 "turns tokens off here; unset RAY_AUTH_MODE (or set it to token) and run again"
@@ -211,7 +219,7 @@ def _token_mode(ray: Any, address: str) -> None:
         ignore_auth_mode=True
     ):
         raise MocapError(_ask_token(address))
-    if not _refused(ray, GcsClient, address):
+    if not _refused(ray, address):
         return
     if mode is None:
         quiet = logging.getLogger("ray._private.authentication.authentication_token_setup")
@@ -222,7 +230,7 @@ def _token_mode(ray: Any, address: str) -> None:
             quiet.disabled = was
         if not enabled:
             raise MocapError(_ask_token(address))
-        if not _refused(ray, GcsClient, address):
+        if not _refused(ray, address):
             log.info("the Ray cluster at %s uses token authentication: joining with this "
                      "machine's token", address)  # fmt: skip
             return
@@ -233,15 +241,40 @@ def _token_mode(ray: Any, address: str) -> None:
     )
 
 
-def _refused(ray: Any, client: Any, address: str) -> bool:
-    """Whether the cluster's GCS at ``address`` refuses this process for its token."""
+GCS_WAIT = "5"  # seconds Ray's client may wait for the GCS to answer (Ray's own: 60)
+# what Ray's client says when the port is not a GCS: silent or not gRPC, another gRPC service
+NOT_GCS = ("Timed out while waiting for GCS", "Method not found")
+
+
+def _refused(ray: Any, address: str) -> bool:
+    """Whether the cluster's GCS at ``address`` refuses this process for its token; MocapError
+    when something answers there that is not a Ray GCS (another port of the head: the
+    dashboard's, Ray Client's), instead of Ray's minutes of retries."""
+    from ray._raylet import Config, GcsClient  # type: ignore[attr-defined]
+
+    key = "RAY_py_gcs_connect_timeout_s"
+    was = os.environ.get(key)
+    os.environ[key] = GCS_WAIT
+    Config.initialize("")  # Ray reads its settings from the environment here
     try:
         with native_stderr_silenced():  # Ray's C++ client logs the refusal itself, as a warning
-            client(address=address)
+            GcsClient(address=address)
     except ray.exceptions.AuthenticationError:
         return True
-    except Exception:  # noqa: BLE001 (any other answer: ray.init says what is wrong)
+    except Exception as exc:  # noqa: BLE001 (any other answer: ray.init says what is wrong)
+        if any(why in str(exc) for why in NOT_GCS):
+            raise MocapError(
+                f"something answers at {address} but it is not a Ray cluster's GCS: give the "
+                "port `ray start --head` printed (6379 unless --port; Ray Client's 10001 takes "
+                "ray://HOST:10001)"
+            ) from None
         return False
+    finally:
+        if was is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = was
+        Config.initialize("")
     return False
 
 
