@@ -110,9 +110,10 @@ def cluster() -> Iterator["Cluster"]:
              env=nodes)  # fmt: skip
         yield Cluster(address, env, client)
     finally:
-        # before any dies: orphans lose their parent
-        ours = _processes_under(temp, address.split(":")[1])
+        ours: dict[int, str] = {}
         for sig in (signal.SIGTERM, signal.SIGKILL):
+            # before they die (orphans lose their parent), and what they started meanwhile
+            ours |= _processes_under(temp, address.split(":")[1])
             for pid, started in ours.items():
                 if _start_time(pid) == started:  # still that process, not a reused pid
                     with contextlib.suppress(OSError):
