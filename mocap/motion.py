@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from mocap.errors import MocapError
+from mocap.npz import open_npz
 from mocap.paths import atomic_output
 
 TRACK_FIELDS = (
@@ -135,9 +136,7 @@ class Motion:
         if not zipfile.is_zipfile(path):
             raise MocapError(unreadable)
         try:
-            with np.load(path, allow_pickle=False) as data:
-                if not isinstance(data, np.lib.npyio.NpzFile):
-                    raise MocapError(unreadable)
+            with open_npz(path) as data:
                 return _from_npz(cls, path, data)
         except MemoryError as exc:
             raise MocapError(f"{path} declares arrays too large to load; {unreadable}") from exc

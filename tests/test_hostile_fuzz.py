@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fuzz"))
 import targets  # noqa: E402
 
+from mocap.errors import MocapError  # noqa: E402
 from mocap.model.build import model_config  # noqa: E402
 from mocap.motion import TRACK_FIELDS, Motion, Track  # noqa: E402
 from mocap.pipeline.config import RunSettings  # noqa: E402
@@ -171,3 +173,33 @@ def test_checkpoint_config_arbitrary_json(value: Any) -> None:
 def test_checkpoint_header_bytes(data: bytes) -> None:
     head = (Path(__file__).parent / "fuzz/corpus/checkpoint/tiny_header.safetensors").read_bytes()
     targets.TARGETS["checkpoint"](head[: len(data) % len(head)] + data)
+
+
+def _npy_with_a_zip_behind(tmp_path: Path, name: str) -> Path:
+    """A file numpy reads as a .npy array (its first bytes) that zipfile also calls a zip (a
+    real .npz appended): the fuzzer's crash of Motion.load (``with`` on an ndarray)."""
+    head, tail = io.BytesIO(), io.BytesIO()
+    np.save(head, np.arange(6))
+    np.savez(tail, pose=np.zeros(144), shape=np.zeros(10), cam=np.zeros(3))
+    path = tmp_path / name
+    path.write_bytes(head.getvalue() + tail.getvalue())
+    return path
+
+
+def test_a_npy_named_npz_is_a_clean_error_in_every_npz_reader(tmp_path: Path) -> None:
+    from mocap.body.smpl_file import load_regressor, load_smpl_file
+    from mocap.model.hmr2_head import load_mean_params
+    from mocap.train.data import DataSpec, load_annotations
+
+    path = _npy_with_a_zip_behind(tmp_path, "motion.npz")
+    assert np.load(path).shape == (6,)  # what numpy makes of it
+    readers = [
+        Motion.load,
+        load_mean_params,
+        load_smpl_file,
+        load_regressor,
+        lambda p: load_annotations(DataSpec(p, tmp_path)),
+    ]
+    for read in readers:
+        with pytest.raises(MocapError):
+            read(path)

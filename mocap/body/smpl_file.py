@@ -25,6 +25,7 @@ import numpy as np
 import scipy.sparse
 
 from mocap.errors import MocapError
+from mocap.npz import open_npz
 
 
 class _Refused(pickle.UnpicklingError):
@@ -194,7 +195,7 @@ def load_smpl_file(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
     if path.suffix == ".npz":
         try:
-            with np.load(path, allow_pickle=False) as npz:
+            with open_npz(path) as npz:
                 data: dict[str, Any] = {k: npz[k] for k in npz.files}
         except FileNotFoundError as exc:
             raise MocapError(f"{path} does not exist; check the path") from exc
@@ -234,7 +235,7 @@ def load_regressor(path: str | Path, num_vertices: int = 6890) -> np.ndarray:
         if path.suffix == ".npy":
             value: Any = np.load(path, allow_pickle=False)
         elif path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as npz:
+            with open_npz(path) as npz:
                 value = {k: npz[k] for k in npz.files}
         else:
             value = safe_unpickle(path)

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from mocap.errors import MocapError
 from mocap.geometry import rot6d_to_rotmat
+from mocap.npz import open_npz
 
 NUM_JOINTS = 24
 MeanParams = dict[str, np.ndarray]
@@ -67,7 +68,7 @@ def load_mean_params(source: str | Path | MeanParams | None) -> MeanParams:
         if isinstance(source, dict):
             data = source
         else:
-            with np.load(source, allow_pickle=False) as npz:
+            with open_npz(source) as npz:
                 data = {k: npz[k] for k in npz.files}
         out = {k: np.asarray(data[k], np.float32).reshape(-1) for k in ("pose", "shape", "cam")}
     except (OSError, KeyError, ValueError) as exc:

@@ -23,6 +23,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from mocap.errors import MocapError
+from mocap.npz import open_npz
 from mocap.train import augment as aug
 
 NUM_KEYPOINTS = 24
@@ -117,8 +118,8 @@ def load_annotations(spec: DataSpec) -> Annotations:
     if not spec.npz.is_file():
         raise MocapError(f"dataset file {spec.npz} does not exist; check the --data path")
     try:
-        data = np.load(spec.npz, allow_pickle=False)
-        fields = {k: data[k] for k in data.files}
+        with open_npz(spec.npz) as data:
+            fields = {k: data[k] for k in data.files}
     except (OSError, ValueError) as exc:
         raise MocapError(f"{spec.npz} is not a readable npz without pickles ({exc})") from None
     for key in ("imgname", "center", "scale", "part"):
