@@ -68,7 +68,7 @@ def _blender(
     python: str = sys.executable,
 ) -> tuple[dict, dict]:  # fmt: skip
     """Run the child in ``mode``; ``route="fbx"`` makes the add-on import FBX, as it does on
-    Blender 4.x, which cannot read the .blend files bpy 5 writes; ``bone_map``: a saved map for
+    Blender 4.2-4.4, which cannot read the .blend files bpy 5 writes; ``bone_map``: a saved map for
     the retarget; ``python``: the interpreter whose bpy runs it (Blender 4: :data:`BPY4`)."""
     out = tmp / mode
     out.mkdir()

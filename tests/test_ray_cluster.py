@@ -56,12 +56,12 @@ def _processes_under(folder: str, port: str) -> dict[int, str]:
     """Processes whose command line names ``folder`` (this cluster's Ray temp folder) or its GCS
     port (the Ray Client server, which ``ray start`` leaves to init), and their descendants
     (Ray's agents rename themselves, ``ray::DashboardAgent``), with their start times."""
-    parents, named = {}, set()
+    parents, starts, named = {}, {}, set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                stat = (entry / "stat").read_text()
-                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                parents[int(entry.name)], starts[int(entry.name)] = int(fields[1]), fields[19]
                 args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
                 ours = (
                     folder in arg or re.fullmatch(rf"--address=\S+:{port}", arg) for arg in args
@@ -74,8 +74,7 @@ def _processes_under(folder: str, port: str) -> dict[int, str]:
     while grew:
         more = {pid for pid, parent in parents.items() if parent in found} - found
         found, grew = found | more, bool(more)
-    started = {pid: _start_time(pid) for pid in found}
-    return {pid: when for pid, when in started.items() if when is not None}
+    return {pid: starts[pid] for pid in found}
 
 
 def _ports(*flags: str) -> list[str]:
@@ -90,9 +89,9 @@ class Cluster(NamedTuple):
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator["Cluster"]:
+def cluster() -> Iterator[Cluster]:
     """A head and a second node, 1 CPU each (its own temp folder: short, Ray's socket paths are
-    limited); yields the address and the environment to run mocap in."""
+    limited)."""
     temp = tempfile.mkdtemp(prefix="rc", dir="/tmp")
     token = Path(temp) / "auth_token"  # this cluster's own token: ~/.ray is left alone
     token.write_text(secrets.token_hex(32))
@@ -138,17 +137,24 @@ def flags(tmp_path_factory: pytest.TempPathFactory, yolo_weights: Path) -> list[
             "--end", "0.2", "--device", "cpu", "--no-report"]  # fmt: skip
 
 
+def _batch(
+    clips: Path, out: Path, flags: list[str], *more: str, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """``mocap batch CLIPS -o OUT FLAGS MORE`` in its own process (a driver as a user runs it)."""
+    return subprocess.run(
+        [sys.executable, "-m", "mocap", "batch", str(clips), "-o", str(out), *flags, *more],
+        capture_output=True, text=True, timeout=600, env=env, cwd=REPO,
+    )  # fmt: skip
+
+
 def test_two_nodes_each_convert_clips_as_the_sequential_batch(
     cluster: Cluster, clips: Path, flags: list[str], tmp_path: Path
 ) -> None:
     address, env = cluster.address, cluster.env
     seq, out = tmp_path / "sequential", tmp_path / "cluster"
-    argv = [sys.executable, "-m", "mocap", "batch", str(clips)]
-    done = subprocess.run([*argv, "-o", str(seq), *flags], capture_output=True, text=True,
-                          timeout=600, env=env, cwd=REPO)  # fmt: skip
+    done = _batch(clips, seq, flags, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
-    ran = subprocess.run([*argv, "-o", str(out), *flags, "--ray", address, "--workers", "2"],
-                         capture_output=True, text=True, timeout=600, env=env, cwd=REPO)  # fmt: skip
+    ran = _batch(clips, out, flags, "--ray", address, "--workers", "2", env=env)
     assert ran.returncode == 0 and "Traceback" not in ran.stderr, ran.stderr[-3000:]
     assert "on 2 Ray workers" in ran.stdout + ran.stderr
     if TOKENS:  # refused for the token first, then joined with the one RAY_AUTH_TOKEN_PATH names
@@ -188,7 +194,6 @@ OFF = (
     "the Ray cluster at {address} asks for its token, and RAY_AUTH_MODE=disabled turns tokens "
     "off here; unset RAY_AUTH_MODE (or set it to token) and run again"
 )
-
 UNREADABLE = (
     "Ray's token on this machine cannot be used: RAY_AUTH_TOKEN_PATH is set but file cannot be "
     "opened or is empty: {file}"
@@ -238,10 +243,7 @@ def test_a_token_the_cluster_refuses_is_one_line(
         given["RAY_AUTH_TOKEN_PATH"] = env["RAY_AUTH_TOKEN_PATH"]
     if mode is not None:
         given["RAY_AUTH_MODE"] = mode
-    ran = subprocess.run(
-        [sys.executable, "-m", "mocap", "batch", str(clips), "-o", str(tmp_path / "out"), *flags,
-         "--ray", address], capture_output=True, text=True, timeout=300, env=given, cwd=REPO,
-    )  # fmt: skip
+    ran = _batch(clips, tmp_path / "out", flags, "--ray", address, env=given)
     assert ran.returncode == 1, ran.stderr[-3000:]
     line = "mocap: error: " + said.format(address=address, file=home / "tokn")
     assert ran.stderr.strip().splitlines() == [line], ran.stderr[-3000:]
@@ -260,11 +262,7 @@ def test_a_port_that_is_not_the_clusters_is_one_line(
         silent.listen()
         given = cluster.client if port == "Ray Client's" else silent.getsockname()[1]
         address = f"127.0.0.1:{given}"
-        ran = subprocess.run(
-            [sys.executable, "-m", "mocap", "batch", str(clips), "-o", str(tmp_path / "out"),
-             *flags, "--ray", address], capture_output=True, text=True, timeout=300,
-            env=cluster.env, cwd=REPO,
-        )  # fmt: skip
+        ran = _batch(clips, tmp_path / "out", flags, "--ray", address, env=cluster.env)
     assert ran.returncode == 1, ran.stderr[-3000:]
     assert ran.stderr.strip().splitlines() == ["mocap: error: " + NOT_GCS.format(address=address)]
     assert not (tmp_path / "out" / VIDEOS[0]).exists()

@@ -165,13 +165,18 @@ def _connect(ray: Any, address: str) -> bool:
     except refused as exc:  # no token here, or one Ray cannot read (RAY_AUTH_TOKEN_PATH)
         raise MocapError(_token_problem(address, exc)) from None
     except (ConnectionError, ValueError, RuntimeError) as exc:
-        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
-        raise MocapError(f"could not join the Ray cluster at {address}: {first or exc!r}") from None
+        first = (_lines(exc) or [repr(exc)])[0]
+        raise MocapError(f"could not join the Ray cluster at {address}: {first}") from None
     return True
 
 
+def _lines(exc: BaseException) -> list[str]:
+    """The non-blank lines of an error's message, stripped (Ray's run to many)."""
+    return [line.strip() for line in str(exc).splitlines() if line.strip()]
+
+
 def _token_problem(address: str, exc: Exception) -> str:
-    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), repr(exc))
+    first = (_lines(exc) or [repr(exc)])[0]
     if "no authentication token was found" in first:
         return _ask_token(address)
     said = re.split(r"[.]\s", first, maxsplit=1)[0]  # Ray's first sentence: what is wrong
@@ -197,9 +202,8 @@ def _token_mode(ray: Any, address: str) -> None:
     ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``) and ask again; a token it still refuses is
     not the cluster's. In token mode with no token at all Ray's client aborts the process (a
     failed C++ check), so that is said before asking."""
-    match = re.fullmatch(r"\[?([^\]]+?)\]?:(\d+)", address)
     mode = os.environ.get("RAY_AUTH_MODE")
-    if address.startswith("ray://") or match is None:  # Ray Client: no GCS to ask here
+    if address.startswith("ray://"):  # Ray Client: no GCS to ask here
         return
     try:  # Ray's own calls (ray start --head uses the second); absent before Ray 2.52
         from ray._private.authentication.authentication_token_setup import (
@@ -398,7 +402,7 @@ def run_on_ray(args: argparse.Namespace, batch: "Batch", pairs: list[tuple[Path,
 def _why(exc: Exception) -> str:
     """The last line of a Ray error (the cause), shortened; a worker that could not even start
     (mocap missing on a node...) stops the batch instead of failing every clip in turn."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    lines = _lines(exc)
     why = f"{type(exc).__name__}: {lines[-1] if lines else 'killed, or out of memory'}"[:300]
     if getattr(exc, "actor_init_failed", False) or "raised in its creation task" in str(exc):
         raise MocapError(f"Ray workers could not start ({why}); is mocap installed on every node?")
